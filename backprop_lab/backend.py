@@ -1,0 +1,236 @@
+"""Array backends: the one place that knows NumPy, CuPy and array-api-strict exist.
+
+Ops never import NumPy. They receive an array namespace ``xp`` taken from their inputs
+(:func:`namespace_of`), so the same rule runs on NumPy arrays, CuPy arrays on a GPU, or
+``array_api_strict`` arrays. The *default* backend only decides where :func:`backprop_lab.tensor`
+puts new data; it is chosen here and nowhere else (:func:`use_backend`, or the environment
+variable ``BACKPROP_LAB_BACKEND``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as _np
+
+__all__ = [
+    "BackendError",
+    "BackendInfo",
+    "use_backend",
+    "backend_info",
+    "namespace_of",
+    "default_namespace",
+    "is_floating",
+    "to_numpy",
+]
+
+KNOWN = ("numpy", "cupy", "array_api_strict")
+
+
+class BackendError(RuntimeError):
+    """A backend was asked for that cannot be used here, or arrays from two backends met."""
+
+
+# Namespace lookup is on the hot path of every op: cache it by the array's Python type.
+_NS_BY_TYPE: dict[type, Any] = {_np.ndarray: _np}
+for _t in (_np.float64, _np.float32, _np.float16, _np.int64, _np.int32, _np.bool_):
+    _NS_BY_TYPE[_t] = _np
+
+
+def namespace_of(array: Any) -> Any:
+    """The array-API namespace of ``array`` (NumPy itself for NumPy arrays)."""
+    ns = _NS_BY_TYPE.get(type(array))
+    if ns is not None:
+        return ns
+    if isinstance(array, (_np.ndarray, _np.generic)):
+        ns = _np
+    else:
+        import array_api_compat
+
+        try:
+            ns = array_api_compat.array_namespace(array)
+        except TypeError as exc:
+            raise BackendError(
+                f"backprop_lab cannot use an object of type {type(array).__name__} as an "
+                "array: pass a NumPy, CuPy or array-API array, or a Python number/list."
+            ) from exc
+        if getattr(ns, "__name__", "").endswith("compat.numpy"):
+            ns = _np
+    _NS_BY_TYPE[type(array)] = ns
+    return ns
+
+
+def is_floating(xp: Any, dtype: Any) -> bool:
+    """True for real floating dtypes (the only ones that can carry gradients)."""
+    if xp is _np:
+        return _np.dtype(dtype).kind == "f"
+    return bool(xp.isdtype(dtype, "real floating"))
+
+
+@dataclass
+class BackendInfo:
+    """What :func:`backend_info` reports: the active backend and why it is active."""
+
+    name: str
+    reason: str
+    version: str
+    device: str
+    gpu_available: bool
+    gpu_reason: str
+
+    def __str__(self) -> str:
+        return (
+            f"backend {self.name} {self.version} on {self.device} ({self.reason}); "
+            f"GPU: {'yes' if self.gpu_available else 'no'} ({self.gpu_reason})"
+        )
+
+
+class _BackendState:
+    def __init__(self) -> None:
+        self.name = "numpy"
+        self.module: Any = _np
+        self.device: Any = None
+        self.reason = "default (NumPy on the CPU)"
+
+
+_STATE = _BackendState()
+
+
+def _load(name: str) -> tuple[Any, Any]:
+    """Import backend ``name``; return (namespace, device for new arrays)."""
+    if name == "numpy":
+        return _np, None
+    if name == "cupy":
+        try:
+            import cupy
+        except ImportError as exc:
+            raise BackendError(
+                "the 'cupy' backend needs CuPy, which is not installed: "
+                "pip install 'backprop-lab[gpu]' (CUDA 12) on a machine with an NVIDIA GPU, "
+                "or stay on the default 'numpy' backend."
+            ) from exc
+        ok, why = _cupy_gpu_status()
+        if not ok:
+            raise BackendError(f"the 'cupy' backend cannot run here: {why}")
+        import array_api_compat.cupy as xp_cupy
+
+        return xp_cupy, None
+    if name == "array_api_strict":
+        try:
+            import array_api_strict
+        except ImportError as exc:
+            raise BackendError(
+                "the 'array_api_strict' backend needs: pip install array-api-strict"
+            ) from exc
+        return array_api_strict, array_api_strict.Device("device1")
+    raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(KNOWN)}")
+
+
+def _cupy_gpu_status() -> tuple[bool, str]:
+    try:
+        import cupy
+    except ImportError:
+        return False, "CuPy is not installed (pip install 'backprop-lab[gpu]')"
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDA driver missing, no device, ...
+        return False, f"CuPy is installed but CUDA reports no usable GPU ({exc})"
+    if n < 1:
+        return False, "CuPy is installed but no CUDA device was found"
+    name = cupy.cuda.runtime.getDeviceProperties(0)["name"]
+    if isinstance(name, bytes):
+        name = name.decode()
+    return True, f"{n} CUDA device(s), device 0 is {name}"
+
+
+class use_backend:
+    """Make ``name`` ("numpy", "cupy" or "array_api_strict") the default backend.
+
+    Works as a plain call (the choice stays until changed) and as a context manager that
+    restores the previous backend on exit::
+
+        bl.use_backend("cupy")            # from now on
+        with bl.use_backend("cupy"): ...  # just inside the block
+    """
+
+    def __init__(self, name: str) -> None:
+        module, device = _load(name)
+        self._previous = (_STATE.name, _STATE.module, _STATE.device, _STATE.reason)
+        _STATE.name, _STATE.module, _STATE.device = name, module, device
+        _STATE.reason = f"selected with use_backend({name!r})"
+
+    def __enter__(self) -> use_backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _STATE.name, _STATE.module, _STATE.device, _STATE.reason = self._previous
+
+
+def _init_from_env() -> None:
+    name = os.environ.get("BACKPROP_LAB_BACKEND")
+    if not name or name == "numpy":
+        return
+    try:
+        module, device = _load(name)
+    except BackendError as exc:
+        import warnings
+
+        warnings.warn(f"BACKPROP_LAB_BACKEND={name!r} ignored, using NumPy: {exc}", stacklevel=2)
+        _STATE.reason = f"default (BACKPROP_LAB_BACKEND={name!r} could not be used)"
+        return
+    _STATE.name, _STATE.module, _STATE.device = name, module, device
+    _STATE.reason = "set by the environment variable BACKPROP_LAB_BACKEND"
+
+
+def default_namespace() -> tuple[Any, Any]:
+    """(namespace, device) where :func:`backprop_lab.tensor` creates new arrays."""
+    return _STATE.module, _STATE.device
+
+
+def backend_info() -> BackendInfo:
+    """Which backend is active, why, and whether a GPU could be used."""
+    gpu_ok, gpu_why = _cupy_gpu_status()
+    module = _STATE.module
+    if _STATE.name == "cupy":
+        import cupy
+
+        version, device = cupy.__version__, f"GPU {cupy.cuda.Device().id}"
+    elif _STATE.name == "array_api_strict":
+        version, device = getattr(module, "__version__", "?"), str(_STATE.device)
+    else:
+        version, device = _np.__version__, "CPU"
+    return BackendInfo(_STATE.name, _STATE.reason, version, device, gpu_ok, gpu_why)
+
+
+def to_numpy(array: Any) -> _np.ndarray:
+    """Copy any backend array to a NumPy array on the host (for plots and printing)."""
+    if isinstance(array, (_np.ndarray, _np.generic)):
+        return _np.asarray(array)
+    if type(array).__module__.startswith("cupy"):
+        return array.get()
+    ns = namespace_of(array)
+    if getattr(ns, "__name__", "") == "array_api_strict":
+        import array_api_strict
+
+        return _np.asarray(array.to_device(array_api_strict.Device("CPU_DEVICE")))
+    return _np.asarray(array)
+
+
+def scatter_add(xp: Any, target: Any, index: Any, values: Any) -> None:
+    """``target[index] += values`` with repeated indices summed (NumPy's ``add.at``)."""
+    if xp is _np:
+        _np.add.at(target, index, values)
+        return
+    mod = type(target).__module__
+    if mod.startswith("cupy"):
+        import cupyx
+
+        cupyx.scatter_add(target, index, values)
+        return
+    # Basic (non-fancy) indexing selects each element at most once: plain assignment sums.
+    target[index] = target[index] + values
+
+
+_init_from_env()

@@ -11,6 +11,7 @@ full Jacobians either way (:func:`jacobian`), and :func:`gradcheck` against fini
 differences. Every op's rules are in :mod:`backprop_lab.ops` (``bl.REGISTRY``).
 """
 
+from . import data, nn, optim
 from .backend import BackendError, backend_info, to_numpy, use_backend
 from .functional import (
     concatenate,
@@ -53,6 +54,9 @@ from .transforms import grad, jacobian, jvp, value_and_grad, vjp
 __version__ = "0.1.0"
 
 __all__ = [
+    "data",
+    "nn",
+    "optim",
     "BackendError",
     "DtypeError",
     "GradcheckError",

@@ -119,8 +119,8 @@ def unbroadcast(xp: Any, g: Any, shape: tuple[int, ...]) -> Any:
     If ``x`` of shape (3,) was added to a (4, 3) array, each x[j] fed 4 outputs, so its
     gradient is the sum of those 4 upstream values (fan-out sums).
     """
-    gshape = tuple(g.shape)
-    if gshape == tuple(shape):
+    gshape = g.shape
+    if gshape == shape:
         return g
     lead = len(gshape) - len(shape)
     axes = tuple(range(lead)) + tuple(
@@ -131,7 +131,7 @@ def unbroadcast(xp: Any, g: Any, shape: tuple[int, ...]) -> Any:
 
 
 def _shape(x: Any) -> tuple[int, ...]:
-    return tuple(x.shape) if hasattr(x, "shape") else ()
+    return getattr(x, "shape", ())
 
 
 def _tsum(xp: Any, a: Any, b: Any) -> Any:

@@ -108,17 +108,25 @@ class Tensor:
     :func:`backprop_lab.zero_grad`).
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_node", "_tangent", "_hooks", "name")
+    __slots__ = ("data", "grad", "requires_grad", "_node", "_tangent", "_hooks", "_name")
     __array_ufunc__ = None  # make NumPy defer to our reflected operators (ndarray * Tensor)
 
     def __init__(self, data: Any, requires_grad: bool = False, _node: Node | None = None):
+        # Only the four slots every op needs are set here; _tangent, _hooks and _name stay
+        # unset until used (read with getattr defaults), which keeps creating a tensor cheap.
         self.data = data
         self.grad = None
         self.requires_grad = requires_grad
         self._node = _node
-        self._tangent = None
-        self._hooks = None
-        self.name: str | None = None
+
+    @property
+    def name(self) -> str | None:
+        """An optional label, shown by traces and graph drawings."""
+        return getattr(self, "_name", None)
+
+    @name.setter
+    def name(self, value: str | None) -> None:
+        self._name = value
 
     # -- basic properties -------------------------------------------------------------
     @property
@@ -202,7 +210,7 @@ class Tensor:
                 owner.hooks = []
             hooks = owner.hooks
         else:
-            if self._hooks is None:
+            if getattr(self, "_hooks", None) is None:
                 self._hooks = []
             hooks = self._hooks
         hooks.append(fn)
@@ -260,57 +268,58 @@ def tensor(data: Any, requires_grad: bool = False, dtype: Any = None) -> Tensor:
 # Recording: apply one op
 # --------------------------------------------------------------------------------------
 _FLOAT_DTYPES: set[Any] = set()
+_NS = namespace_of
 
 
-def _check_float(op, i, arr, xp) -> None:
+def _check_float(op, arr) -> None:
     dt = arr.dtype
-    if dt in _FLOAT_DTYPES:
-        return
-    if is_floating(xp, dt):
+    if is_floating(namespace_of(arr), dt):
         _FLOAT_DTYPES.add(dt)
         return
     raise DtypeError(
-        f"{op.name}: input {i} has dtype {dt}, but {op.name} is differentiable and needs "
+        f"{op.name}: got an input of dtype {dt}, but {op.name} is differentiable and needs "
         "floating-point inputs. Convert first, e.g. bl.tensor(x, dtype='float64')."
     )
 
 
+def _check_same_backend(op, a, b) -> None:
+    if namespace_of(a) is not namespace_of(b):
+        raise BackendError(
+            f"{op.name}: inputs live on different backends ({type(a).__module__} and "
+            f"{type(b).__module__}). Create all tensors under the same bl.use_backend(...)."
+        )
+
+
 def apply(op, *args: Any, **params: Any) -> Tensor:
-    """Run ``op`` on ``args`` (Tensors, arrays or Python numbers) and record it if needed."""
+    """Run ``op`` on ``args`` (Tensors, arrays or Python numbers) and record it if needed.
+
+    Tensor arguments are the op's differentiable inputs; non-differentiable operands
+    (a condition, class labels, an index) are passed as plain arrays or values.
+    """
     arrays = []
     parents = []
-    needs = []
     record = False
-    xp = None
     grad_on = MODE.grad_enabled
-    diff = op.diff_inputs
-    for i, a in enumerate(args):
+    first = None
+    for a in args:
         if type(a) is Tensor:
             d = a.data
+            if d.dtype not in _FLOAT_DTYPES:
+                _check_float(op, d)
+            if first is None:
+                first = d
+            elif type(d) is not type(first):
+                _check_same_backend(op, first, d)
+            if grad_on and a.requires_grad:
+                record = True
+                parents.append(a._node or a)
+            else:
+                parents.append(None)
             arrays.append(d)
-            if xp is None:
-                xp = namespace_of(d)
-            elif namespace_of(d) is not xp:
-                raise BackendError(
-                    f"{op.name}: inputs live on different backends "
-                    f"({type(arrays[0]).__module__} and {type(d).__module__}). "
-                    "Create all tensors under the same bl.use_backend(...)."
-                )
-            if i in diff:
-                _check_float(op, i, d, xp)
-                if a.requires_grad and grad_on:
-                    record = True
-                    parents.append(a._node if a._node is not None else a)
-                    needs.append(True)
-                    continue
-            parents.append(None)
-            needs.append(False)
         else:
             arrays.append(a)
             parents.append(None)
-            needs.append(False)
-    if xp is None:
-        xp = _namespace_of_args(arrays)
+    xp = _NS(first) if first is not None else _namespace_of_args(arrays)
     listeners = MODE.listeners
     if listeners:
         t0 = perf_counter()
@@ -319,13 +328,14 @@ def apply(op, *args: Any, **params: Any) -> Tensor:
     except (ValueError, TypeError, IndexError) as exc:
         raise _input_error(op, arrays, params, exc) from exc
     if record:
-        node = Node(op, tuple(parents), saved, tuple(needs), xp)
+        needs = tuple([p is not None for p in parents])
+        node = Node(op, tuple(parents), saved, needs, xp)
         result = Tensor(out, True, node)
     else:
         node = None
         result = Tensor(out)
     if MODE.forward_level:
-        tangents = [a._tangent if type(a) is Tensor else None for a in args]
+        tangents = [getattr(a, "_tangent", None) if type(a) is Tensor else None for a in args]
         if any(t is not None for t in tangents):
             result._tangent = op.jvp(xp, tangents, arrays, out, **params)
     if listeners:
@@ -421,8 +431,9 @@ def backward(root: Tensor, upstream: Any = None, retain_graph: bool = False) -> 
     seen: set[int] = set()
     listeners = MODE.listeners
     for leaf, lg in leaf_grads.values():
-        if leaf._hooks:
-            for hook in leaf._hooks:
+        leaf_hooks = getattr(leaf, "_hooks", None)
+        if leaf_hooks:
+            for hook in leaf_hooks:
                 replaced = hook(lg)
                 if replaced is not None:
                     lg = replaced

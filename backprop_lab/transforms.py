@@ -148,7 +148,7 @@ def jvp(
             out = _check_output(f(*inputs), "jvp")
     finally:
         MODE.forward_level -= 1
-    t_out = out._tangent
+    t_out = getattr(out, "_tangent", None)
     if t_out is None:  # the output does not depend on the inputs
         t_out = namespace_of(out.data).zeros_like(out.data)
     return out.data, t_out

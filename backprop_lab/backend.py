@@ -104,7 +104,7 @@ def _load(name: str) -> tuple[Any, Any]:
         return _np, None
     if name == "cupy":
         try:
-            import cupy
+            import cupy  # noqa: F401
         except ImportError as exc:
             raise BackendError(
                 "the 'cupy' backend needs CuPy, which is not installed: "

@@ -731,7 +731,7 @@ class concatenate:
         grads, start = [], 0
         for n, need in zip(sizes, needs):
             if need:
-                idx = (slice(None),) * axis + (slice(start, start + n),)
+                idx = (slice(None),) * axis + (slice(start, start + n), Ellipsis)
                 grads.append(g[idx])
             else:
                 grads.append(None)
@@ -758,7 +758,8 @@ class stack:
     def vjp(xp, g, saved, needs):
         axis = saved[0]
         return tuple(
-            g[(slice(None),) * axis + (k,)] if need else None for k, need in enumerate(needs)
+            g[(slice(None),) * axis + (k, Ellipsis)] if need else None
+            for k, need in enumerate(needs)
         )
 
     def jvp(xp, tangents, inputs, out, axis=0):

@@ -267,14 +267,19 @@ def tensor(data: Any, requires_grad: bool = False, dtype: Any = None) -> Tensor:
 # --------------------------------------------------------------------------------------
 # Recording: apply one op
 # --------------------------------------------------------------------------------------
-_FLOAT_DTYPES: set[Any] = set()
+# ids of dtypes known to be floating (the objects are kept alive so an id is never reused;
+# ids rather than the dtypes themselves, because dtypes of different libraries must not be
+# compared with each other).
+_FLOAT_DTYPES: set[int] = set()
+_FLOAT_KEEP: list[Any] = []
 _NS = namespace_of
 
 
 def _check_float(op, arr) -> None:
     dt = arr.dtype
     if is_floating(namespace_of(arr), dt):
-        _FLOAT_DTYPES.add(dt)
+        _FLOAT_KEEP.append(dt)
+        _FLOAT_DTYPES.add(id(dt))
         return
     raise DtypeError(
         f"{op.name}: got an input of dtype {dt}, but {op.name} is differentiable and needs "
@@ -304,7 +309,7 @@ def apply(op, *args: Any, **params: Any) -> Tensor:
     for a in args:
         if type(a) is Tensor:
             d = a.data
-            if d.dtype not in _FLOAT_DTYPES:
+            if id(d.dtype) not in _FLOAT_DTYPES:
                 _check_float(op, d)
             if first is None:
                 first = d

@@ -191,7 +191,7 @@ CHAIN = 100
 
 def engine_chain(x, c):
     h = x
-    for i in range(CHAIN // 4):
+    for _ in range(CHAIN // 4):
         h = h * c  # mul with a tensor that needs no grad
         h = bl.tanh(h)
         h = h + c
@@ -207,7 +207,7 @@ def numpy_chain(x, c):
     """Forward and hand-written backward of the same chain (what the ops cost by themselves)."""
     saved = []
     h = x
-    for i in range(CHAIN // 4):
+    for _ in range(CHAIN // 4):
         h = h * c
         h = np.tanh(h)
         saved.append(h)
@@ -227,7 +227,7 @@ def torch_chain(x, c):
     import torch
 
     h = x
-    for i in range(CHAIN // 4):
+    for _ in range(CHAIN // 4):
         h = h * c
         h = torch.tanh(h)
         h = h + c

@@ -146,7 +146,9 @@ def getitem_case(rng, draw_shape, basic_only=False):
         (slice(None),) * (len(s) - 1) + (slice(None, None, -1),),
         (Ellipsis, 0),
     ]
-    if not basic_only:
+    if basic_only:  # the array API wants every axis indexed: end with an ellipsis
+        options = [o if isinstance(o, tuple) else (o, Ellipsis) for o in options]
+    else:
         options.append(rng.integers(0, s[0], size=int(rng.integers(1, 6))))  # repeats add up
     index = options[rng.integers(len(options))]
     return (x,), {"index": index}

@@ -37,6 +37,12 @@ from .functional import (
     where,
 )
 from .gradcheck import GradcheckError, GradcheckReport, gradcheck
+from .instrument.anomaly import AnomalyError, detect_anomaly
+from .instrument.checkpoint import checkpoint, checkpoint_sequential
+from .instrument.counters import count
+from .instrument.draw import draw_graph
+from .instrument.memory import measure_memory
+from .instrument.widgets import replay_widget
 from .ops import REGISTRY
 from .tensor import (
     DtypeError,
@@ -49,6 +55,7 @@ from .tensor import (
     tensor,
     zero_grad,
 )
+from .trace import Trace, trace
 from .transforms import grad, jacobian, jvp, value_and_grad, vjp
 
 __version__ = "0.1.0"
@@ -57,6 +64,7 @@ __all__ = [
     "data",
     "nn",
     "optim",
+    "AnomalyError",
     "BackendError",
     "DtypeError",
     "GradcheckError",
@@ -65,10 +73,16 @@ __all__ = [
     "REGISTRY",
     "ShapeError",
     "Tensor",
+    "Trace",
     "backend_info",
+    "checkpoint",
+    "checkpoint_sequential",
     "concatenate",
     "cos",
+    "count",
     "cross_entropy",
+    "detect_anomaly",
+    "draw_graph",
     "enable_grad",
     "exp",
     "grad",
@@ -82,9 +96,11 @@ __all__ = [
     "max",
     "maximum",
     "mean",
+    "measure_memory",
     "mse",
     "no_grad",
     "relu",
+    "replay_widget",
     "reshape",
     "sigmoid",
     "sin",
@@ -94,6 +110,7 @@ __all__ = [
     "tanh",
     "tensor",
     "to_numpy",
+    "trace",
     "transpose",
     "use_backend",
     "value_and_grad",

@@ -1,0 +1,10 @@
+"""Instrumentation built on the engine's listener events (see :mod:`backprop_lab.trace`).
+
+* :mod:`.counters`   ops, FLOPs and passes (``bl.count``)
+* :mod:`.memory`     bytes saved for backward, live and peak (``bl.measure_memory``)
+* :mod:`.checkpoint` recompute activations in backward (``bl.checkpoint``)
+* :mod:`.anomaly`    stop at the first NaN/Inf (``bl.detect_anomaly``)
+* :mod:`.draw`       the graph as SVG (``bl.draw_graph``)
+* :mod:`.plots`      gradient-flow plots (matplotlib, imported on use)
+* :mod:`.widgets`    the replay stepper (ipywidgets, imported on use)
+"""

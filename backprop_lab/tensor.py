@@ -27,7 +27,14 @@ from heapq import heappop, heappush
 from time import perf_counter
 from typing import Any
 
-from .backend import BackendError, default_namespace, is_floating, namespace_of, to_numpy
+from .backend import (
+    _NS_BY_TYPE,
+    BackendError,
+    default_namespace,
+    is_floating,
+    namespace_of,
+    to_numpy,
+)
 
 __all__ = [
     "Tensor",
@@ -272,7 +279,6 @@ def tensor(data: Any, requires_grad: bool = False, dtype: Any = None) -> Tensor:
 # compared with each other).
 _FLOAT_DTYPES: set[int] = set()
 _FLOAT_KEEP: list[Any] = []
-_NS = namespace_of
 
 
 def _check_float(op, arr) -> None:
@@ -303,6 +309,7 @@ def apply(op, *args: Any, **params: Any) -> Tensor:
     """
     arrays = []
     parents = []
+    needs = []
     record = False
     grad_on = MODE.grad_enabled
     first = None
@@ -315,26 +322,29 @@ def apply(op, *args: Any, **params: Any) -> Tensor:
                 first = d
             elif type(d) is not type(first):
                 _check_same_backend(op, first, d)
+            arrays.append(d)
             if grad_on and a.requires_grad:
                 record = True
                 parents.append(a._node or a)
-            else:
-                parents.append(None)
-            arrays.append(d)
+                needs.append(True)
+                continue
         else:
             arrays.append(a)
-            parents.append(None)
-    xp = _NS(first) if first is not None else _namespace_of_args(arrays)
+        parents.append(None)
+        needs.append(False)
+    if first is None:
+        xp = _namespace_of_args(arrays)
+    else:
+        xp = _NS_BY_TYPE.get(type(first)) or namespace_of(first)
     listeners = MODE.listeners
     if listeners:
         t0 = perf_counter()
     try:
-        out, saved = op.forward(xp, *arrays, **params)
+        out, saved = op.forward(xp, *arrays, **params) if params else op.forward(xp, *arrays)
     except (ValueError, TypeError, IndexError) as exc:
         raise _input_error(op, arrays, params, exc) from exc
     if record:
-        needs = tuple([p is not None for p in parents])
-        node = Node(op, tuple(parents), saved, needs, xp)
+        node = Node(op, tuple(parents), saved, tuple(needs), xp)
         result = Tensor(out, True, node)
     else:
         node = None

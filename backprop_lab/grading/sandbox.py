@@ -1,0 +1,255 @@
+"""Sandboxed kernel launcher and the probe that says which isolation this machine allows.
+
+The grader writes a kernel spec whose argv is, with full isolation (Linux, root)::
+
+    unshare --pid --fork --kill-child --mount --mount-proc \\
+        python -m backprop_lab.grading.sandbox --config CONFIG -f {connection_file}
+
+and runs each pytest/nbval process inside ``unshare --net`` with only the loopback interface
+up, so the kernel shares a network namespace with nothing but the grader's client. This
+module then (still root, inside the new PID and mount namespaces): reads the connection file,
+covers ``/tmp``, ``/var/tmp``, ``/dev/shm``, ``/root``, ``/home`` and the configured paths with
+empty tmpfs mounts, sets resource limits, switches to a fresh unprivileged uid, and execs
+``ipykernel`` with a clean environment. The kernel is PID 1 of its namespace: when it ends,
+everything it forked ends too.
+
+Without root or namespaces only the resource limits and a clean environment apply.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+KERNEL_NAME = "backprop-lab-sandbox"
+COVERED = ("/tmp", "/var/tmp", "/dev/shm", "/root", "/home")
+UID_BASE = 200_000
+UID_SPAN = 500_000
+#: Set (to anything) to grade without namespaces or a uid switch, e.g. to debug a kernel.
+DISABLE_ENV = "BACKPROP_LAB_NO_SANDBOX"
+
+
+def probe() -> dict:
+    """Which protections work here: {'uid': bool, 'netns': bool, 'pidns': bool, 'mountns': bool,
+    'notes': [...]} (tried for real, once)."""
+    notes = []
+    result = {"uid": False, "netns": False, "pidns": False, "mountns": False}
+    if os.environ.get(DISABLE_ENV):
+        notes.append(f"sandbox disabled ({DISABLE_ENV} is set): only resource limits apply")
+        return {**result, "notes": notes}
+    if not sys.platform.startswith("linux"):
+        notes.append("not Linux: no namespaces, no uid switch")
+        return {**result, "notes": notes}
+    if os.geteuid() != 0:
+        notes.append("not root: the kernel runs as the grader's user")
+    else:
+        result["uid"] = True
+    unshare = shutil.which("unshare")
+    ip = shutil.which("ip")
+    if os.geteuid() == 0 and unshare:
+
+        def works(args):
+            try:
+                r = subprocess.run(args, capture_output=True, timeout=20)
+                return r.returncode == 0
+            except (OSError, subprocess.SubprocessError):
+                return False
+
+        result["netns"] = bool(ip) and works([unshare, "--net", "sh", "-c", f"{ip} link set lo up"])
+        result["pidns"] = works([unshare, "--pid", "--fork", "--kill-child", "true"])
+        result["mountns"] = works(
+            [
+                unshare,
+                "--pid",
+                "--fork",
+                "--mount",
+                "--mount-proc",
+                "sh",
+                "-c",
+                "mount -t tmpfs none /tmp",
+            ]
+        )
+    for key, what in (
+        ("netns", "network namespace (the kernel keeps the network)"),
+        ("pidns", "PID namespace (forked processes may outlive the kernel)"),
+        ("mountns", "mount namespace (the kernel sees the whole file system)"),
+    ):
+        if os.geteuid() == 0 and not result[key]:
+            notes.append(f"no {what}")
+    return {**result, "notes": notes}
+
+
+def isolation_label(p: dict, extra: list[str] = ()) -> str:
+    notes = list(p.get("notes", [])) + list(extra)
+    return "full" if not notes else "partial: " + "; ".join(notes)
+
+
+def kernel_argv(config_path: str, p: dict) -> list[str]:
+    inner = [
+        sys.executable,
+        "-m",
+        "backprop_lab.grading.sandbox",
+        "--config",
+        config_path,
+        "-f",
+        "{connection_file}",
+    ]
+    if p.get("pidns") and p.get("mountns"):
+        return [
+            shutil.which("unshare"),
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount",
+            "--mount-proc",
+            *inner,
+        ]
+    return inner
+
+
+def network_prefix(p: dict) -> list[str]:
+    """Command prefix that runs the grader's pytest in a private network namespace."""
+    if not p.get("netns"):
+        return []
+    return [
+        shutil.which("unshare"),
+        "--net",
+        "sh",
+        "-c",
+        f'{shutil.which("ip")} link set lo up && exec "$@"',
+        "sh",
+    ]
+
+
+# --------------------------------------------------------------------------- inside
+
+
+_MS_BIND, _MS_REC = 4096, 16384
+
+
+def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    enc = [None if x is None else x.encode() for x in (source, target, fstype, data)]
+    if libc.mount(enc[0], enc[1], enc[2], ctypes.c_ulong(flags), enc[3]) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {source} on {target}: {os.strerror(err)}")
+
+
+def needed_paths() -> list[str]:
+    """Directories the kernel must still see: the interpreter, the venv, the package."""
+    import importlib.util
+
+    package = importlib.util.find_spec("backprop_lab").origin  # found, not imported
+    paths = {
+        sys.prefix,
+        sys.base_prefix,
+        os.path.dirname(os.path.realpath(sys.executable)),
+        os.path.dirname(os.path.dirname(os.path.realpath(package))),
+    }
+    return sorted(os.path.realpath(p) for p in paths)
+
+
+def _cover(paths: list[str]) -> None:
+    """Cover each directory with an empty tmpfs, then bind back what the kernel needs."""
+    paths = [p for p in paths if os.path.isdir(p)]
+    keep = [n for n in needed_paths() if any(n.startswith(p.rstrip("/") + "/") for p in paths)]
+    fds = {n: os.open(n, os.O_RDONLY | os.O_DIRECTORY) for n in keep}
+    for p in paths:
+        if os.path.isdir(p):  # (a covered parent may already have hidden it)
+            _mount("none", p, "tmpfs", 0, "size=64m,mode=755")
+    for n, fd in fds.items():
+        os.makedirs(n, exist_ok=True)
+        _mount(f"/proc/self/fd/{fd}", n, None, _MS_BIND | _MS_REC, None)
+        os.close(fd)
+
+
+def _limits(cfg: dict) -> None:
+    mb = int(cfg.get("memory_mb", 4096))
+    for res, value in (
+        (resource.RLIMIT_AS, mb * 2**20),
+        (resource.RLIMIT_CPU, int(cfg.get("cpu_seconds", 120))),
+        (resource.RLIMIT_FSIZE, 64 * 2**20),
+        (resource.RLIMIT_NOFILE, 256),
+        (resource.RLIMIT_CORE, 0),
+    ):
+        try:
+            resource.setrlimit(res, (value, value))
+        except (ValueError, OSError):
+            pass
+    if os.geteuid() == 0 and cfg.get("switch_uid"):
+        n = int(cfg.get("max_processes", 64))
+        resource.setrlimit(resource.RLIMIT_NPROC, (n, n))
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config = argv[argv.index("--config") + 1]
+    connection = argv[argv.index("-f") + 1]
+    cfg = json.loads(Path(config).read_text())
+    conn_text = Path(connection).read_text()
+    isolate = cfg.get("isolate", False) and os.geteuid() == 0
+    uid = UID_BASE + zlib.crc32(connection.encode()) % UID_SPAN
+    if isolate:
+        _cover(list(COVERED) + list(cfg.get("hide", [])))
+        home = Path("/tmp/kernel")
+    else:
+        import tempfile
+
+        scratch = cfg.get("scratch")
+        if scratch:
+            os.makedirs(scratch, mode=0o700, exist_ok=True)
+        home = Path(tempfile.mkdtemp(prefix="kernel-", dir=scratch))
+    home.mkdir(parents=True, exist_ok=True)
+    conn_copy = home / "connection.json"
+    conn_copy.write_text(conn_text)
+    os.chmod(conn_copy, 0o600)
+    switch = isolate and cfg.get("switch_uid", True)
+    if switch:
+        for p in (home, conn_copy):
+            os.chown(p, uid, uid)
+        os.chmod(home, 0o700)
+    env = {
+        "PATH": os.path.dirname(sys.executable) + ":/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(home),
+        "LANG": "C.UTF-8",
+        "IPYTHONDIR": str(home / ".ipython"),
+        "MPLCONFIGDIR": str(home / ".matplotlib"),
+        "MPLBACKEND": "Agg",
+        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "BACKPROP_LAB_SEED": str(cfg["seed"]),
+    }
+    for key in ("OPENBLAS_CORETYPE", "VIRTUAL_ENV"):
+        if key in os.environ:
+            env[key] = os.environ[key]
+    _limits({**cfg, "switch_uid": switch})
+    os.chdir(home)
+    if switch:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+    args = [
+        sys.executable,
+        "-m",
+        "ipykernel_launcher",
+        "-f",
+        str(conn_copy),
+        "--IPKernelApp.exec_lines=['import backprop_lab.grading.kernel_startup']",
+        "--HistoryManager.enabled=False",
+    ]
+    os.execve(sys.executable, args, env)
+
+
+if __name__ == "__main__":
+    main()

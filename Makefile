@@ -30,6 +30,7 @@ book-build: setup
 book: book-build serve
 
 serve:
+	@test -f _build/html/index.html || { echo "No site in _build/html: run 'make book-build' first"; exit 1; }
 	@echo "Serving the book on http://$(HOST):$(PORT)/  (Ctrl-C to stop)"
 	$(BIN)/python -m http.server $(PORT) --bind $(HOST) --directory _build/html
 

@@ -1,0 +1,1 @@
+"""Helpers for the book's chapters: plotting utilities, measurements and widget builders."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import http.server
 import os
-import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .ops import REGISTRY as R
-from .tensor import Tensor, apply
+from .tensor import Tensor, apply, apply_binary, apply_unary
 
 __all__ = [
     "exp",
@@ -38,46 +38,48 @@ __all__ = [
 
 _ADD, _SUB, _MUL, _DIV, _NEG, _POW = R["add"], R["sub"], R["mul"], R["div"], R["neg"], R["pow"]
 _MATMUL = R["matmul"]
+_EXP, _LOG, _SIN, _COS = R["exp"], R["log"], R["sin"], R["cos"]
+_TANH, _SIGMOID, _RELU, _MAXIMUM = R["tanh"], R["sigmoid"], R["relu"], R["maximum"]
 
 
 def exp(x: Tensor) -> Tensor:
     """Elementwise e^x."""
-    return apply(R["exp"], x)
+    return apply_unary(_EXP, x)
 
 
 def log(x: Tensor) -> Tensor:
     """Elementwise natural logarithm."""
-    return apply(R["log"], x)
+    return apply_unary(_LOG, x)
 
 
 def sin(x: Tensor) -> Tensor:
     """Elementwise sine."""
-    return apply(R["sin"], x)
+    return apply_unary(_SIN, x)
 
 
 def cos(x: Tensor) -> Tensor:
     """Elementwise cosine."""
-    return apply(R["cos"], x)
+    return apply_unary(_COS, x)
 
 
 def tanh(x: Tensor) -> Tensor:
     """Elementwise hyperbolic tangent."""
-    return apply(R["tanh"], x)
+    return apply_unary(_TANH, x)
 
 
 def sigmoid(x: Tensor) -> Tensor:
     """Elementwise logistic sigmoid 1 / (1 + e^-x)."""
-    return apply(R["sigmoid"], x)
+    return apply_unary(_SIGMOID, x)
 
 
 def relu(x: Tensor) -> Tensor:
     """Elementwise max(x, 0)."""
-    return apply(R["relu"], x)
+    return apply_unary(_RELU, x)
 
 
 def maximum(x: Any, y: Any) -> Tensor:
     """Elementwise maximum of two tensors (broadcasting)."""
-    return apply(R["maximum"], x, y)
+    return apply_binary(_MAXIMUM, x, y)
 
 
 def where(condition: Any, x: Any, y: Any) -> Tensor:
@@ -130,7 +132,7 @@ def mse(pred: Tensor, target: Any) -> Tensor:
 
 def matmul(x: Any, y: Any) -> Tensor:
     """Matrix product, the same as ``x @ y``."""
-    return apply(_MATMUL, x, y)
+    return apply_binary(_MATMUL, x, y)
 
 
 def sum(x: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:  # noqa: A001
@@ -185,19 +187,19 @@ def _getitem(self: Tensor, index: Any) -> Tensor:
     return apply(R["getitem"], self, index=_unwrap_index(index))
 
 
-Tensor.__add__ = lambda self, other: apply(_ADD, self, other)
-Tensor.__radd__ = lambda self, other: apply(_ADD, other, self)
-Tensor.__sub__ = lambda self, other: apply(_SUB, self, other)
-Tensor.__rsub__ = lambda self, other: apply(_SUB, other, self)
-Tensor.__mul__ = lambda self, other: apply(_MUL, self, other)
-Tensor.__rmul__ = lambda self, other: apply(_MUL, other, self)
-Tensor.__truediv__ = lambda self, other: apply(_DIV, self, other)
-Tensor.__rtruediv__ = lambda self, other: apply(_DIV, other, self)
-Tensor.__pow__ = lambda self, other: apply(_POW, self, other)
-Tensor.__rpow__ = lambda self, other: apply(_POW, other, self)
-Tensor.__matmul__ = lambda self, other: apply(_MATMUL, self, other)
-Tensor.__rmatmul__ = lambda self, other: apply(_MATMUL, other, self)
-Tensor.__neg__ = lambda self: apply(_NEG, self)
+Tensor.__add__ = lambda self, other: apply_binary(_ADD, self, other)
+Tensor.__radd__ = lambda self, other: apply_binary(_ADD, other, self)
+Tensor.__sub__ = lambda self, other: apply_binary(_SUB, self, other)
+Tensor.__rsub__ = lambda self, other: apply_binary(_SUB, other, self)
+Tensor.__mul__ = lambda self, other: apply_binary(_MUL, self, other)
+Tensor.__rmul__ = lambda self, other: apply_binary(_MUL, other, self)
+Tensor.__truediv__ = lambda self, other: apply_binary(_DIV, self, other)
+Tensor.__rtruediv__ = lambda self, other: apply_binary(_DIV, other, self)
+Tensor.__pow__ = lambda self, other: apply_binary(_POW, self, other)
+Tensor.__rpow__ = lambda self, other: apply_binary(_POW, other, self)
+Tensor.__matmul__ = lambda self, other: apply_binary(_MATMUL, self, other)
+Tensor.__rmatmul__ = lambda self, other: apply_binary(_MATMUL, other, self)
+Tensor.__neg__ = lambda self: apply_unary(_NEG, self)
 Tensor.__getitem__ = _getitem
 for _name in ("__lt__", "__le__", "__gt__", "__ge__", "__eq__", "__ne__"):
     setattr(Tensor, _name, _cmp(_name))

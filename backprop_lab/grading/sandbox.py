@@ -152,23 +152,32 @@ def needed_paths() -> list[str]:
         sys.prefix,
         sys.base_prefix,
         os.path.dirname(os.path.realpath(sys.executable)),
-        os.path.dirname(os.path.dirname(os.path.realpath(package))),
+        os.path.dirname(os.path.realpath(package)),  # the package itself, not its repo
     }
     return sorted(os.path.realpath(p) for p in paths)
 
 
-def _cover(paths: list[str]) -> None:
-    """Cover each directory with an empty tmpfs, then bind back what the kernel needs."""
-    paths = [p for p in paths if os.path.isdir(p)]
-    keep = [n for n in needed_paths() if any(n.startswith(p.rstrip("/") + "/") for p in paths)]
+def _cover(covered: list[str], hidden: list[str]) -> None:
+    """Cover directories with empty tmpfs mounts and bind back what the kernel needs.
+
+    ``covered`` (such as /tmp and /home) are covered first and the needed paths (the Python
+    environment, the backprop_lab package) are bound back into them; ``hidden`` (the
+    source notebooks, the submissions, the output, --hide paths) are covered last, so a
+    hidden folder stays hidden even when it lies inside a tree that was bound back.
+    """
+    covered = [p for p in covered if os.path.isdir(p)]
+    keep = [n for n in needed_paths() if any(n.startswith(p.rstrip("/") + "/") for p in covered)]
     fds = {n: os.open(n, os.O_RDONLY | os.O_DIRECTORY) for n in keep}
-    for p in paths:
+    for p in covered:
         if os.path.isdir(p):  # (a covered parent may already have hidden it)
             _mount("none", p, "tmpfs", 0, "size=64m,mode=755")
     for n, fd in fds.items():
         os.makedirs(n, exist_ok=True)
         _mount(f"/proc/self/fd/{fd}", n, None, _MS_BIND | _MS_REC, None)
         os.close(fd)
+    for p in hidden:
+        if os.path.isdir(p):
+            _mount("none", p, "tmpfs", 0, "size=1m,mode=755")
 
 
 def _limits(cfg: dict) -> None:
@@ -198,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     isolate = cfg.get("isolate", False) and os.geteuid() == 0
     uid = UID_BASE + zlib.crc32(connection.encode()) % UID_SPAN
     if isolate:
-        _cover(list(COVERED) + list(cfg.get("hide", [])))
+        _cover(list(COVERED), list(cfg.get("hide", [])))
         home = Path("/tmp/kernel")
     else:
         import tempfile

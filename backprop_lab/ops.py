@@ -445,10 +445,12 @@ class relu:
         return z, (z,)
 
     def vjp(xp, g, saved, needs):
-        return (xp.where(saved[0] > 0, g, 0),)
+        # A 0/1 mask times g: as exact as where(z > 0, g, 0) and, on random signs, several
+        # times faster in NumPy (where() branches per element).
+        return (g * xp.astype(saved[0] > 0, g.dtype),)
 
     def jvp(xp, tangents, inputs, out):
-        return xp.where(out > 0, tangents[0], 0)
+        return tangents[0] * xp.astype(out > 0, out.dtype)
 
 
 @register(
@@ -464,9 +466,10 @@ class maximum:
 
     def vjp(xp, g, saved, needs):
         x, y = saved
-        tie = 0.5 * g
-        gx = xp.where(x > y, g, xp.where(x == y, tie, 0)) if needs[0] else None
-        gy = xp.where(y > x, g, xp.where(x == y, tie, 0)) if needs[1] else None
+        # weights 1 for the larger input, 1/2 each on a tie, 0 for the smaller
+        wx = xp.astype(x > y, g.dtype) + 0.5 * xp.astype(x == y, g.dtype)
+        gx = g * wx if needs[0] else None
+        gy = g * (1 - wx) if needs[1] else None
         return (
             None if gx is None else unbroadcast(xp, gx, x.shape),
             None if gy is None else unbroadcast(xp, gy, y.shape),
@@ -497,8 +500,8 @@ class where:
         cond, xs, ys = saved
         return (
             None,
-            unbroadcast(xp, xp.where(cond, g, 0), xs) if needs[1] else None,
-            unbroadcast(xp, xp.where(cond, 0, g), ys) if needs[2] else None,
+            unbroadcast(xp, g * xp.astype(cond, g.dtype), xs) if needs[1] else None,
+            unbroadcast(xp, g * xp.astype(~cond, g.dtype), ys) if needs[2] else None,
         )
 
     def jvp(xp, tangents, inputs, out):

@@ -501,15 +501,15 @@ def backward(root: Tensor, upstream: Any = None, retain_graph: bool = False) -> 
                 f"backward(): upstream gradient has shape {tuple(g.shape)} but the tensor has "
                 f"shape {tuple(data.shape)}; they must match."
             )
-    leaf_grads: dict[int, list[Any]] = {}
+    leaf_grads: dict[Tensor, Any] = {}  # keyed by identity (Tensor hashes by id)
     root_node = root._node
     if root_node is None:
-        leaf_grads[id(root)] = [root, g]
+        leaf_grads[root] = g
     else:
         _run_backward(root_node, g, leaf_grads, retain_graph)
     seen: set[int] = set()
     listeners = MODE.listeners
-    for leaf, lg in leaf_grads.values():
+    for leaf, lg in leaf_grads.items():
         leaf_hooks = getattr(leaf, "_hooks", None)
         if leaf_hooks:
             for hook in leaf_hooks:
@@ -568,14 +568,14 @@ def _run_backward(root: Node, g: Any, leaf_grads: dict, retain_graph: bool) -> N
                             listener.on_accumulate(parent, parent.grad, pg)
                     parent.grad = parent.grad + pg
             else:
-                entry = leaf_grads.get(id(parent))
-                if entry is None:
-                    leaf_grads[id(parent)] = [parent, pg]
+                prev = leaf_grads.get(parent)
+                if prev is None:
+                    leaf_grads[parent] = pg
                 else:
                     if listeners:
                         for listener in listeners:
-                            listener.on_accumulate(parent, entry[1], pg)
-                    entry[1] = entry[1] + pg
+                            listener.on_accumulate(parent, prev, pg)
+                    leaf_grads[parent] = prev + pg
         if not retain_graph:
             node.parents = None
             node.saved = None

@@ -49,6 +49,7 @@ __all__ = [
     "is_grad_enabled",
     "zero_grad",
     "GraphFreedError",
+    "Listener",
     "ShapeError",
     "DtypeError",
 ]
@@ -624,6 +625,36 @@ def enable_grad() -> Iterator[None]:
 
 def is_grad_enabled() -> bool:
     return MODE.grad_enabled
+
+
+class Listener:
+    """Base class for engine listeners: every event is ignored unless overridden.
+
+    ``with listener:`` subscribes it to the events of :func:`apply` and :func:`backward`
+    for the duration of the block (see :mod:`backprop_lab.trace` for one that records all).
+    """
+
+    def on_forward(self, op, node, inputs, output, params, seconds) -> None:
+        """An op ran forward; ``node`` is None when nothing needed a gradient."""
+
+    def on_backward(self, node, upstream, input_grads, seconds) -> None:
+        """``node`` turned ``upstream`` into one gradient per input."""
+
+    def on_accumulate(self, target, existing, contribution) -> None:
+        """Two contributions to one gradient (fan-out) are about to be summed."""
+
+    def on_leaf_grad(self, leaf, grad) -> None:
+        """A leaf tensor receives its gradient from this backward pass."""
+
+    def on_free(self, node) -> None:
+        """Backward released ``node``'s saved values."""
+
+    def __enter__(self):
+        MODE.listeners = MODE.listeners + (self,)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        MODE.listeners = tuple(x for x in MODE.listeners if x is not self)
 
 
 @contextmanager

@@ -25,7 +25,7 @@ from .backend import namespace_of, to_numpy
 from .instrument import state
 from .instrument.memory import SavedMemory, saved_bytes
 from .ops import _device
-from .tensor import Node, Tensor, listening
+from .tensor import Listener, Node, Tensor
 
 __all__ = [
     "Trace",
@@ -195,7 +195,7 @@ class FreeEvent:
         return f"<free {self.node!r}>"
 
 
-class Trace:
+class Trace(Listener):
     """Records the events of the forward and backward passes run inside ``with``.
 
     Attributes: ``events`` (all, in order), and the views :attr:`forward`,
@@ -210,7 +210,6 @@ class Trace:
         self._by_output: dict[int, ForwardEvent] = {}
         self._leaf_values: dict[int, Any] = {}
         self._leaves: dict[int, Tensor] = {}
-        self._ctx: Any = None
 
     # -- listener protocol ---------------------------------------------------------------
     def on_forward(self, op, node, args, output, params, seconds) -> None:
@@ -262,14 +261,6 @@ class Trace:
         self.events.append(FreeEvent(node))
 
     # -- context manager -------------------------------------------------------------------
-    def __enter__(self) -> Trace:
-        self._ctx = listening(self)
-        self._ctx.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._ctx.__exit__(*exc)
-        self._ctx = None
 
     # -- views -----------------------------------------------------------------------------
     @property

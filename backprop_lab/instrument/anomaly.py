@@ -18,7 +18,7 @@ import sys
 from typing import Any
 
 from ..backend import is_floating, namespace_of
-from ..tensor import Tensor, listening
+from ..tensor import Listener, Tensor
 
 __all__ = ["AnomalyError", "detect_anomaly", "AnomalyDetector"]
 
@@ -67,11 +67,10 @@ def _where(source: tuple | None) -> str:
     return f"created at {fn}, line {line}:\n    {code}"
 
 
-class AnomalyDetector:
+class AnomalyDetector(Listener):
     """The listener behind :func:`detect_anomaly`."""
 
     def __init__(self) -> None:
-        self._ctx: Any = None
         self._count = 0
 
     def on_forward(self, op, node, inputs, output, params, seconds) -> None:
@@ -117,24 +116,6 @@ class AnomalyDetector:
                     "backward",
                     source,
                 )
-
-    def on_accumulate(self, target, existing, contribution) -> None:
-        pass
-
-    def on_leaf_grad(self, leaf, grad) -> None:
-        pass
-
-    def on_free(self, node) -> None:
-        pass
-
-    def __enter__(self) -> AnomalyDetector:
-        self._ctx = listening(self)
-        self._ctx.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._ctx.__exit__(*exc)
-        self._ctx = None
 
 
 def detect_anomaly() -> AnomalyDetector:

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..tensor import MODE, Tensor, listening
+from ..tensor import MODE, Listener, Tensor
 from . import state
 
 __all__ = ["Counter", "count", "forward_flops", "FLOP_KINDS"]
@@ -83,7 +83,7 @@ def _backward_flops(node: Any, upstream: Any, grads: Any) -> int:
     return n
 
 
-class Counter:
+class Counter(Listener):
     """An engine listener that counts ops, FLOPs and passes (see module doc)."""
 
     def __init__(self) -> None:
@@ -100,7 +100,6 @@ class Counter:
         self.per_op: dict[str, list[int]] = {}  # op name -> [forward count, forward flops]
         self._last_seq = -1
         self._new_pass = True
-        self._ctx: Any = None
 
     @property
     def flops(self) -> int:
@@ -143,15 +142,9 @@ class Counter:
             self._new_pass = False
         self._last_seq = node.seq
 
-    def on_accumulate(self, target, existing, contribution) -> None:
-        pass
-
     def on_leaf_grad(self, leaf, grad) -> None:
         if not state.recomputing:
             self._new_pass = True
-
-    def on_free(self, node) -> None:
-        pass
 
     # -- helpers ---------------------------------------------------------------------------
     def track(self, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -170,15 +163,6 @@ class Counter:
                 "backward_flops tangent_flops recompute_flops flops forward_passes "
                 "backward_passes").split()  # fmt: skip
         return {k: getattr(self, k) for k in keys}
-
-    def __enter__(self) -> Counter:
-        self._ctx = listening(self)
-        self._ctx.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._ctx.__exit__(*exc)
-        self._ctx = None
 
     def __repr__(self) -> str:
         return (f"<Counter ops fwd={self.forward_ops} bwd={self.backward_ops} "

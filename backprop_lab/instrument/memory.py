@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..tensor import listening
+from ..tensor import Listener
 
 __all__ = ["SavedMemory", "MemoryMeter", "measure_memory", "saved_arrays", "saved_bytes", "nbytes"]
 
@@ -101,21 +101,12 @@ class SavedMemory:
         self.timeline.append(self.bytes)
 
 
-class MemoryMeter(SavedMemory):
+class MemoryMeter(SavedMemory, Listener):
     """An engine listener that keeps :class:`SavedMemory` up to date (see module doc)."""
 
     def on_forward(self, op, node, inputs, output, params, seconds) -> None:
         if node is not None:
             self.record(node, node.saved)
-
-    def on_backward(self, node, upstream, input_grads, seconds) -> None:
-        pass
-
-    def on_accumulate(self, target, existing, contribution) -> None:
-        pass
-
-    def on_leaf_grad(self, leaf, grad) -> None:
-        pass
 
     def on_free(self, node) -> None:
         self.free(node)
@@ -124,13 +115,8 @@ class MemoryMeter(SavedMemory):
     def peak_mb(self) -> float:
         return self.peak / 2**20
 
-    def __enter__(self) -> MemoryMeter:
-        self._ctx = listening(self)
-        self._ctx.__enter__()
-        return self
-
     def __exit__(self, *exc: Any) -> None:
-        self._ctx.__exit__(*exc)
+        super().__exit__(*exc)
         self.by_node.clear()
         self.live.clear()
 

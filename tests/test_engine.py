@@ -163,7 +163,6 @@ def test_graph_has_no_reference_cycles():
     gc.collect()
     gc.disable()
     try:
-        before = gc.get_count()[0]
         x = t(np.ones(3))
         h = x
         for _ in range(200):
@@ -174,7 +173,6 @@ def test_graph_has_no_reference_cycles():
     finally:
         gc.enable()
     assert unreachable == 0, f"{unreachable} objects were only collectable as cycles"
-    assert before >= 0
 
 
 def test_no_grad_records_nothing():

@@ -655,19 +655,3 @@ class Listener:
 
     def __exit__(self, *exc: object) -> None:
         MODE.listeners = tuple(x for x in MODE.listeners if x is not self)
-
-
-@contextmanager
-def listening(listener: Any) -> Iterator[Any]:
-    """Subscribe ``listener`` to engine events for the duration of the block.
-
-    A listener implements ``on_forward(op, node, inputs, output, params, seconds)``,
-    ``on_backward(node, upstream, input_grads, seconds)``,
-    ``on_accumulate(target, existing, contribution)``, ``on_leaf_grad(leaf, grad)`` and
-    ``on_free(node)``. See :mod:`backprop_lab.trace` for one that records everything.
-    """
-    MODE.listeners = MODE.listeners + (listener,)
-    try:
-        yield listener
-    finally:
-        MODE.listeners = tuple(x for x in MODE.listeners if x is not listener)

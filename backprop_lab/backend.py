@@ -25,6 +25,7 @@ __all__ = [
     "default_namespace",
     "is_floating",
     "to_numpy",
+    "device_kwargs",
 ]
 
 KNOWN = ("numpy", "cupy", "array_api_strict")
@@ -243,6 +244,12 @@ def to_numpy(array: Any) -> _np.ndarray:
 
         return _np.asarray(array.to_device(array_api_strict.Device("CPU_DEVICE")))
     return _np.asarray(array)
+
+
+def device_kwargs(array: Any) -> dict[str, Any]:
+    """``{"device": ...}`` to create a new array beside ``array`` (empty on the CPU)."""
+    dev = getattr(array, "device", None)
+    return {} if dev is None or dev == "cpu" else {"device": dev}
 
 
 def scatter_add(xp: Any, target: Any, index: Any, values: Any) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .backend import namespace_of, to_numpy
+from .backend import device_kwargs, namespace_of, to_numpy
 from .tensor import Tensor, backward, no_grad
 
 __all__ = ["gradcheck", "GradcheckReport", "GradcheckError"]
@@ -112,7 +112,7 @@ def gradcheck(
         if not u_cache:
             xp = namespace_of(out.data)
             u = rng.standard_normal(tuple(out.shape))
-            u_cache.append(xp.asarray(u, dtype=xp.float64, **_dev(out.data)))
+            u_cache.append(xp.asarray(u, dtype=xp.float64, **device_kwargs(out.data)))
         return (out * u_cache[0]).sum()
 
     # Backprop's gradient.
@@ -141,7 +141,7 @@ def gradcheck(
                 moved = base.copy()
                 moved[idx] += sign * h
                 args = list(leaves)
-                args[i] = Tensor(xp.asarray(moved, dtype=xp.float64, **_dev(xs[i])))
+                args[i] = Tensor(xp.asarray(moved, dtype=xp.float64, **device_kwargs(xs[i])))
                 with no_grad():
                     vals.append(float(to_numpy(scalar(*args).data)))
                 evaluations += 1
@@ -176,8 +176,3 @@ def gradcheck(
 
 def _shape(x: Any) -> tuple[int, ...]:
     return tuple(x.shape)
-
-
-def _dev(x: Any) -> dict[str, Any]:
-    dev = getattr(x, "device", None)
-    return {} if dev is None or dev == "cpu" else {"device": dev}

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .backend import scatter_add
+from .backend import device_kwargs, scatter_add
 
 __all__ = ["Op", "REGISTRY", "register", "unbroadcast"]
 
@@ -700,7 +700,7 @@ class transpose:
 )
 class getitem:
     def forward(xp, x, index):
-        return x[index], (x.shape, x.dtype, index, _device(x))
+        return x[index], (x.shape, x.dtype, index, device_kwargs(x))
 
     def vjp(xp, g, saved, needs):
         shape, dtype, index, device = saved
@@ -710,11 +710,6 @@ class getitem:
 
     def jvp(xp, tangents, inputs, out, index):
         return _bcast(xp, tangents[0], inputs[0].shape)[index]
-
-
-def _device(x: Any) -> dict[str, Any]:
-    dev = getattr(x, "device", None)
-    return {} if dev is None or dev == "cpu" else {"device": dev}
 
 
 @register(
@@ -829,7 +824,7 @@ def _targets(xp: Any, labels: Any, logits: Any) -> Any:
         return xp.astype(labels, logits.dtype)
     if tuple(labels.shape) != (n,):
         raise ValueError(f"labels must have shape ({n},) to match {n} rows of logits")
-    classes = xp.arange(c, **_device(labels))
+    classes = xp.arange(c, **device_kwargs(labels))
     return xp.astype(xp.reshape(labels, (n, 1)) == classes, logits.dtype)
 
 

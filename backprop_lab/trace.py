@@ -8,7 +8,7 @@
         step.upstream, step.local_jacobian(0), step.downstream[0]
     t.draw()               # the graph as SVG, edges shaded by gradient magnitude
 
-A :class:`Trace` is an engine listener (see :func:`backprop_lab.tensor.listening`). It
+A :class:`Trace` is an engine listener (a :class:`backprop_lab.tensor.Listener`). It
 stores references to the arrays the engine hands it, never copies, except for the values
 of leaf tensors (parameters, inputs), which an optimizer may later update in place: those
 are copied once per trace. Gradients are never modified by the engine after they are
@@ -21,10 +21,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from .backend import namespace_of, to_numpy
+from .backend import device_kwargs, namespace_of, to_numpy
 from .instrument import state
 from .instrument.memory import SavedMemory, saved_bytes
-from .ops import _device
 from .tensor import Listener, Node, Tensor
 
 __all__ = [
@@ -477,7 +476,7 @@ class ReplayStep:
             )
         rows = []
         for k in range(n_out):
-            e = xp.zeros((n_out,), dtype=g.dtype, **_device(g))
+            e = xp.zeros((n_out,), dtype=g.dtype, **device_kwargs(g))
             e[k] = 1
             gi = self.vjp(xp.reshape(e, tuple(g.shape)))[i]
             rows.append(xp.reshape(gi, (n_in,)))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .backend import is_floating, namespace_of
+from .backend import device_kwargs, is_floating, namespace_of
 from .tensor import MODE, Tensor, backward, no_grad, tensor
 
 __all__ = ["grad", "value_and_grad", "vjp", "jvp", "jacobian"]
@@ -208,8 +208,6 @@ def _size(shape: Sequence[int]) -> int:
 
 
 def _basis(xp: Any, n: int, k: int, dtype: Any, like: Any) -> Any:
-    dev = getattr(like, "device", None)
-    kwargs = {} if dev is None or dev == "cpu" else {"device": dev}
-    e = xp.zeros((n,), dtype=dtype, **kwargs)
+    e = xp.zeros((n,), dtype=dtype, **device_kwargs(like))
     e[k] = 1
     return e

@@ -208,7 +208,8 @@ def memory_view(T: int = 32, checkpointing: str = "none") -> Any:
     run = step_memory(model, tokens, targets, _CHOICES[checkpointing])
     fig, ax = plt.subplots(figsize=(6.5, 3.2), dpi=80)
     ax.plot(np.array(base["timeline"]) / 2**10, color="#bbbbbb", label="no checkpointing")
-    ax.plot(np.array(run["timeline"]) / 2**10, color="#4c78a8", label=f"checkpoint: {checkpointing}")
+    label = f"checkpoint: {checkpointing}"
+    ax.plot(np.array(run["timeline"]) / 2**10, color="#4c78a8", label=label)
     ax.set_xlabel("event (node recorded in forward, then freed in backward)", fontsize=10)
     ax.set_ylabel("saved for backward (KiB)", fontsize=10)
     extra = run["recompute_flops"] / max(base["flops"], 1)

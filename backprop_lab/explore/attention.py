@@ -225,13 +225,13 @@ def saturation_stats(ds, *, scaled: bool, t: int = 64, repeats: int = 4, seed: i
 
 # --------------------------------------------------------------------------- explorer
 EXPLORER_CONTROLS = {
-    "d": [4, 16, 64, 256],
+    "d": [4, 32, 256],
     "scaling": ["1/sqrt(d)", "none"],
-    "T": [8, 16, 32],
+    "T": [8, 32],
 }
 
 
-def attention_view(d: int = 64, scaling: str = "1/sqrt(d)", T: int = 16) -> Any:
+def attention_view(d: int = 32, scaling: str = "1/sqrt(d)", T: int = 32) -> Any:
     """Causal attention weights (left) and the gradient at the scores (right), as a Figure.
 
     Q, K, V and the upstream gradient are standard normal (seed 0). The titles give the
@@ -269,7 +269,7 @@ def attention_explorer(**value: Any) -> Any:
     """The chapter's explorer over :data:`EXPLORER_CONTROLS` (Contract B)."""
     from backprop_lab.explorer import Explorer
 
-    start = {"d": 64, "scaling": "1/sqrt(d)", "T": 16, **value}
+    start = {"d": 32, "scaling": "1/sqrt(d)", "T": 32, **value}
     return Explorer(
         attention_view,
         controls=EXPLORER_CONTROLS,

@@ -306,13 +306,13 @@ def memory_bandwidth(megabytes: int = 64, repeats: int = 5) -> float:
 
 # --------------------------------------------------------------------------- explorer
 EXPLORER_CONTROLS = {
-    "batch": [1, 8, 64, 512],
+    "batch": [1, 32, 512],
     "reduction": ["mean", "sum"],
     "lr": [0.01, 0.1, 1.0],
 }
 
 
-def sgd_view(batch: int = 64, reduction: str = "mean", lr: float = 0.1) -> Any:
+def sgd_view(batch: int = 32, reduction: str = "mean", lr: float = 0.1) -> Any:
     """Loss curve (left) and size of each update (right) for one training run, as a Figure."""
     import matplotlib.pyplot as plt
 
@@ -344,6 +344,6 @@ def sgd_explorer(**value: Any) -> Any:
     """The chapter's explorer over :data:`EXPLORER_CONTROLS` (Contract B)."""
     from backprop_lab.explorer import Explorer
 
-    start = {"batch": 64, "reduction": "mean", "lr": 0.1, **value}
+    start = {"batch": 32, "reduction": "mean", "lr": 0.1, **value}
     return Explorer(sgd_view, controls=EXPLORER_CONTROLS, value=start,
                     title="Batch size, sum or mean, and the learning rate")  # fmt: skip

@@ -167,8 +167,9 @@ def step_memory(model: TinyTransformer, tokens: np.ndarray, targets: np.ndarray,
                 checkpoint: tuple[str, ...] = ()) -> dict:  # fmt: skip
     """One forward and backward pass under the memory meter and the counter.
 
-    Returns peak saved bytes, the live-bytes timeline, FLOPs (all and recomputed) and the
-    gradients (copies), so that runs with and without checkpointing can be compared.
+    Returns peak saved bytes, the live-bytes timeline, FLOPs (all, of the forward pass
+    proper, and recomputed) and the gradients (copies), so that runs with and without
+    checkpointing can be compared.
     """
     for p in model.parameters():
         p.grad = None
@@ -178,6 +179,7 @@ def step_memory(model: TinyTransformer, tokens: np.ndarray, targets: np.ndarray,
         "peak": meter.peak,
         "timeline": list(meter.timeline),
         "flops": c.flops,
+        "forward_flops": c.forward_flops - c.recompute_flops,
         "recompute_flops": c.recompute_flops,
         "grads": {n: np.array(p.grad) for n, p in model.params.items()},
     }

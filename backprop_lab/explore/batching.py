@@ -317,12 +317,15 @@ def sgd_view(batch: int = 32, reduction: str = "mean", lr: float = 0.1) -> Any:
     import matplotlib.pyplot as plt
 
     X, y = digits_batch(1024, seed=0)
-    run = sgd_run(X, y, batch=batch, reduction=reduction, lr=lr, steps=50)
+    steps = 50
+    run = sgd_run(X, y, batch=batch, reduction=reduction, lr=lr, steps=steps)
     loss = np.array(run["loss"])
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(6.5, 3.0), dpi=80)
     finite = np.isfinite(loss)
-    ax0.plot(np.arange(len(loss))[finite], loss[finite], color="#4c78a8")
-    ax0.set_ylim(0, max(3.0, float(np.max(loss[finite])) if finite.any() else 3.0))
+    top = 3.0  # the same axes in every view, so that views can be compared
+    ax0.plot(np.arange(len(loss))[finite], np.minimum(loss[finite], top), color="#4c78a8")
+    ax0.set_xlim(0, steps)
+    ax0.set_ylim(0, top)
     if not finite.all():
         ax0.text(0.5, 0.5, f"diverged at step {len(loss) - 1}", transform=ax0.transAxes,
                  ha="center", color="#e45756", fontsize=11)  # fmt: skip
@@ -331,6 +334,8 @@ def sgd_view(batch: int = 32, reduction: str = "mean", lr: float = 0.1) -> Any:
     upd = np.array(run["update_norm"])
     ok = np.isfinite(upd) & (upd > 0)
     ax1.semilogy(np.arange(1, len(upd) + 1)[ok], upd[ok], color="#f58518")
+    ax1.set_xlim(0, steps)
+    ax1.set_ylim(1e-3, 1e4)
     ax1.set_xlabel("step", fontsize=10)
     ax1.set_ylabel("size of the update", fontsize=10)
     for ax in (ax0, ax1):

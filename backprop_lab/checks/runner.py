@@ -196,6 +196,9 @@ def describe_error(exc: BaseException) -> dict:
 
 
 def _resolve(name: str) -> Any:
+    if name.startswith("backprop_lab.checks.oracle") and name.split(".")[2:3] == ["oracle"]:
+        if "backprop_lab.checks.oracle" not in sys.modules:  # never import it from here
+            raise ImportError(name)
     parts = name.split(".")
     for cut in range(len(parts), 0, -1):
         try:
@@ -230,6 +233,8 @@ def _codes(obj: Any, depth: int = 0) -> list[types.CodeType]:
         return [c for v in obj.values() for c in _codes(v, depth + 1)]
     if isinstance(obj, (list, tuple)):
         return [c for v in obj for c in _codes(v, depth + 1)]
+    if callable(getattr(obj, "vjp", None)):  # a registry entry of backprop_lab.ops
+        return _codes(obj.vjp, depth + 1) + _codes(getattr(obj, "jvp", None), depth + 1)
     return []
 
 

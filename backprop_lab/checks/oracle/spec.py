@@ -51,6 +51,10 @@ ENGINE_GRADIENTS = (
     "backprop_lab.transforms.jacobian",
     "backprop_lab.tensor.Tensor.backward",
     "backprop_lab.gradcheck.gradcheck",
+    "backprop_lab.ops.REGISTRY",  # every op's vjp and jvp rule
+    "backprop_lab.ops.unbroadcast",
+    "backprop_lab.checks.legacy.unbroadcast",
+    "backprop_lab.checks.oracle",  # in practice mode; grading kernels cannot import it
 )
 #: Package functions that compute finite differences.
 FINITE_DIFFERENCES = (

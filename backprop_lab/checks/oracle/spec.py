@@ -98,6 +98,9 @@ class Cost:
 
     multiple: float
     inputs: Mapping[str, tuple[int, ...]]
+    #: ``draw(rng) -> {name: array}`` for the large input (default: like the cases, uniform);
+    #: give one when the forward pass has kinks, so directional derivatives avoid them.
+    draw: Callable[[np.random.Generator], dict] | None = None
 
 
 class Case:
@@ -167,6 +170,8 @@ class Spec:
     def make_case(self, rng: np.random.Generator, index: int, shapes=None) -> Case:
         if self.draw is not None and shapes is None:
             inputs = self.draw(rng, index)
+        elif shapes is not None and self.cost is not None and self.cost.draw is not None:
+            inputs = self.cost.draw(rng)
         else:
             inputs = _uniform(rng, shapes or self.inputs, self.low, self.high, self.positive)
         case = Case(index, inputs)

@@ -507,6 +507,23 @@ MISBEHAVING = [
         "changed its input x in place",
     ),  # fmt: skip
     ("4.2", "def f(dYhat, cache):\n    cache[5][...] = 0\n    return None\n", "returned None"),
+    (
+        "5.1",
+        "class T(tuple):\n    def __iter__(self):\n        raise RuntimeError\n"
+        "def f(upstream, x, y):\n    return T((upstream, upstream))\n",
+        "cannot be read as arrays",
+    ),  # fmt: skip
+    (
+        "5.4",
+        "class E(Exception):\n    def __str__(self):\n        raise RuntimeError\n"
+        "def f(upstream, x):\n    raise E()\n",
+        "raised E at line 5",
+    ),  # fmt: skip
+    (
+        "5.4",
+        "def f(upstream, x):\n    return [[1.0, 2.0], [3.0]]\n",
+        "dx is a list, not an array of numbers",
+    ),  # fmt: skip
 ]
 
 

@@ -166,10 +166,11 @@ def _operands(line: str, frame: types.FrameType) -> list[dict]:
 
 def describe_error(exc: BaseException) -> dict:
     """The error as data: type, message, and the deepest line of the student's own code."""
-    info: dict[str, Any] = {
-        "type": type(exc).__name__,
-        "message": str(exc)[:600],
-    }
+    try:
+        message = str(exc)[:600]
+    except Exception:  # an exception class of the student's whose __str__ fails
+        message = "(its message could not be shown)"
+    info: dict[str, Any] = {"type": str(type(exc).__name__)[:80], "message": message}
     frames = []
     tb = exc.__traceback__
     while tb is not None:
@@ -335,8 +336,11 @@ def _split(result: Any, outputs: list[str]) -> tuple[list[Any] | None, str | Non
 
 
 def _name(obj: Any) -> str:
-    name = getattr(obj, "__name__", None)
-    return name if isinstance(name, str) else type(obj).__name__
+    try:
+        name = getattr(obj, "__name__", None)
+    except Exception:
+        name = None
+    return name[:80] if isinstance(name, str) else type(obj).__name__
 
 
 def _call_once(call, answers, args, arg_names, watch_names):
@@ -495,7 +499,10 @@ def _measure_cost(payload, call, answers, arrays) -> dict:
             break
         if runs == 1:
             case: dict[str, Any] = {}
-            _outputs(result, payload["outputs"], "cost", arrays, case)
+            try:
+                _outputs(result, payload["outputs"], "cost", arrays, case)
+            except Exception:
+                case["returned"] = "an object that cannot be read as arrays"
             out.update({k: v for k, v in case.items() if k in ("returned", "problems")})
             if "returned" in case:
                 break
@@ -546,7 +553,11 @@ def run(payload: dict, answers: tuple) -> tuple[dict[str, np.ndarray], dict]:
     for k, case_args in enumerate(payload["cases"]):
         result, case = _call_once(call, answers, case_args["args"], arg_names, watch_names)
         if case["status"] == "ok":
-            _outputs(result, outputs, f"case{k}", arrays, case)
+            try:
+                _outputs(result, outputs, f"case{k}", arrays, case)
+            except Exception:  # a returned object that breaks when looked at
+                case["status"] = "bad_return"
+                case["returned"] = "an object that cannot be read as arrays"
         record["cases"].append(case)
         ok = ok and case["status"] == "ok" and not case.get("problems")
         if case["status"] in ("not_implemented", "error"):

@@ -69,11 +69,18 @@ MIN_TEXT_PX = 10.0
 PAGE_BUDGET = 3 * 1024 * 1024
 TEXT_SIZE_KEY = "backprop:min-text-px"
 
-# Figures in other owners' chapters known to break a rule, each with who must fix it. The
-# test for such a figure is an xfail(strict=True): it is reported as failing, and fails
-# outright once the figure is fixed (then delete its line here).
+# Figures in other owners' chapters known to be too small on a desktop, with who fixes
+# them. Such a page's test is reported as xfailed (not passed) while they stay small, and
+# fails once one of them is fixed, so that its line here gets deleted.
+# Key: (page, index of the figure among the page's output images).
 KNOWN_SMALL_TEXT = {
-    # (page, image index among the page's output figures): reason
+    ("notebooks/01-what-backprop-computes.html", 1): "ch01.slice_explorer (ipywidgets; "
+    "chapters 1-5 helper converts it to Explorer, 6.5 in figure)",
+    ("notebooks/01-what-backprop-computes.html", 2): "chapter 1 cell ch01-c21: a 9.4 in "
+    "figure scaled to the column (chapters 1-5 helper)",
+    ("notebooks/02-chain-rule.html", 0): "ch02.chain_rule_explorer (ipywidgets, 9.5 in; "
+    "chapters 1-5 helper)",
+    ("notebooks/03-jacobians.html", 0): "ch03.jacobian_explorer (ipywidgets; chapters 1-5 helper)",
 }
 
 
@@ -159,6 +166,7 @@ class PageVisit:
         self.problems: list[str] = []
         self.context.route("**/*", self._route)
         self.page = self.context.new_page()
+        self.page.set_default_timeout(60_000)
         self.page.on("console", self._console)
         self.page.on("pageerror", lambda exc: self.problems.append(f"page error: {exc}"))
         self.page.on("requestfailed", self._request_failed)
@@ -192,7 +200,12 @@ class PageVisit:
                 "localStorage.setItem('mode', 'dark'); localStorage.setItem('theme', 'dark');"
             )
         self.page.goto(urljoin(self.base_url, rel), wait_until="load")
-        self.page.wait_for_load_state("networkidle")
+        # The machine may be busy: allow time, but a page that has loaded and still keeps
+        # a request open is not a failure here (failed requests are recorded anyway).
+        try:
+            self.page.wait_for_load_state("networkidle", timeout=60_000)
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError
+            pass
         # Wait for MathJax's first typeset pass, if the page loads MathJax.
         self.page.evaluate(
             """async () => {
@@ -412,18 +425,25 @@ def test_figure_text_is_at_least_10px_on_a_desktop(visit, rel):
         f"{rel}: figures without a recorded text size (rebuild with `make book-build`, whose "
         f"kernels record it): {unknown}"
     )
-    small = [
-        f"{name}: smallest text {px:.1f} px"
-        for name, px in sizes
-        if px < MIN_TEXT_PX and (rel, name.split(" (")[0]) not in KNOWN_SMALL_TEXT
+    small = {k: (name, px) for k, (name, px) in enumerate(sizes) if px < MIN_TEXT_PX}
+    known = {k for (page, k) in KNOWN_SMALL_TEXT if page == rel}
+    smallest = min((p for _, p in sizes), default=0)
+    print(f"{rel}: {len(sizes)} figures, smallest text {smallest:.1f} px")
+    new = [
+        f"{name}: smallest text {px:.1f} px" for k, (name, px) in small.items() if k not in known
     ]
-    print(
-        f"{rel}: {len(sizes)} figures, smallest text {min((p for _, p in sizes), default=0):.1f} px"
-    )
-    assert not small, (
+    assert not new, (
         f"{rel}: figure text under {MIN_TEXT_PX:g} px on a {DESKTOP['width']} px screen (use "
-        "larger fonts or a narrower figure, about 6.5 in wide):\n  " + "\n  ".join(small)
+        "larger fonts or a narrower figure, about 6.5 in wide):\n  " + "\n  ".join(new)
     )
+    fixed = sorted(known - set(small))
+    assert not fixed, (
+        f"{rel}: figures {fixed} now have text of {MIN_TEXT_PX:g} px or more: delete them "
+        "from KNOWN_SMALL_TEXT in tests/test_browser.py"
+    )
+    if known:
+        reasons = "; ".join(KNOWN_SMALL_TEXT[(rel, k)] for k in sorted(known))
+        pytest.xfail(f"known figures with text under {MIN_TEXT_PX:g} px: {reasons}")
 
 
 def test_toc_links_resolve(visit):
@@ -458,8 +478,15 @@ def test_search_snippets_show_no_raw_latex(visit):
     v = visit("search.html?q=gradient")
     v.page.wait_for_selector("#search-results ul.search li p.context", timeout=30_000)
     v.page.wait_for_timeout(1500)  # summaries are filled in one by one
-    snippets = v.page.locator("#search-results ul.search li p.context").all_inner_texts()
-    assert snippets, "no search snippets to check"
+    # Chapter pages: their formulas are math. (The instructor guide quotes notebook cells,
+    # LaTeX included, in code blocks; those are code and stay as they are.)
+    snippets = v.page.eval_on_selector_all(
+        "#search-results ul.search li",
+        """items => items.filter(li => li.querySelector('a[href*="notebooks/"]'))
+                         .map(li => (li.querySelector('p.context') || {}).innerText || '')""",
+    )
+    snippets = [s for s in snippets if s.strip()]
+    assert snippets, "no search snippets from chapter pages to check"
     raw = [s for s in snippets if re.search(r"\\\(|\\\)|\\\[|\\(frac|partial|bar|mathbb)\b", s)]
     assert not raw, "search snippets show raw LaTeX:\n  " + "\n  ".join(r[:120] for r in raw)
 

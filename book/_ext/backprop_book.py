@@ -187,7 +187,8 @@ def apply_edition(app: Sphinx, config: Any) -> None:
         else:
             # The repository's notebooks hold the solutions: no launch button.
             launch = {}
-    theme_options["launch_buttons"] = launch
+    if launch or "launch_buttons" in theme_options:
+        theme_options["launch_buttons"] = launch
     config.html_theme_options = theme_options
     config.html_context = {**(config.html_context or {}), "book_edition": edition}
 

@@ -19,13 +19,22 @@ chapter in JupyterLab 4.5 and saving it unchanged):
 * Formatting: one-space indent, sorted keys, non-ASCII kept, final newline, cell ids on
   every cell (nbformat 4.5); ``nbformat.write`` gives exactly that.
 
-Nothing else is touched: cell sources, outputs and execution counts stay as they are.
+One addition of our own, so that the site and JupyterLab show the same exercise number:
+
+* An exercise directive (``{exercise}`` or ``{exercise-start}``) labelled
+  ``ex-<chapter>-<n>`` gets ``:enumerator: <chapter>.<n>`` after its label when it has no
+  ``:enumerator:`` yet. jupyterlab-myst then says "Exercise 4.2" instead of counting the
+  exercises of the notebook; the site derives the same number (book/_ext/backprop_book.py
+  reports an enumerator that disagrees with its label).
+
+Nothing else is touched: other cell sources, outputs and execution counts stay as they are.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -56,6 +65,37 @@ def js_numbers(value: Any) -> Any:
     return value
 
 
+FENCE = re.compile(r"^\s*(:{3,}|`{3,})\{(exercise|exercise-start)\}")
+OPTION = re.compile(r"^\s*:([\w-]+):")
+LABEL = re.compile(r"^(?P<indent>\s*):label:\s*ex-(?P<chapter>\d+)-(?P<n>\d+)\s*$")
+
+
+def add_enumerators(source: str) -> str:
+    """Add ``:enumerator: N.k`` to exercise directives labelled ``ex-N-k`` that lack one."""
+    lines = source.split("\n")
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        out.append(lines[i])
+        if not FENCE.match(lines[i]):
+            i += 1
+            continue
+        j = i + 1
+        options = []
+        while j < len(lines) and OPTION.match(lines[j]):
+            options.append(lines[j])
+            j += 1
+        names = {OPTION.match(line)[1] for line in options}
+        for line in options:
+            out.append(line)
+            m = LABEL.match(line)
+            if m and not names & {"enumerator", "number"}:
+                number = f"{int(m['chapter'])}.{int(m['n'])}"
+                out.append(f"{m['indent']}:enumerator: {number}")
+        i = j
+    return "\n".join(out)
+
+
 def normalize(nb: Any, display_name: str) -> Any:
     """The notebook as JupyterLab would save it (a new object)."""
     import nbformat
@@ -66,6 +106,9 @@ def normalize(nb: Any, display_name: str) -> Any:
     for index, cell in enumerate(nb.cells):
         if not cell.get("id"):
             cell["id"] = f"cell-{index:03d}"
+    for cell in nb.cells:
+        if cell.cell_type == "markdown" and "{exercise" in cell.source:
+            cell.source = add_enumerators(cell.source)
     spec = nb.metadata.setdefault("kernelspec", {})
     spec.update({"display_name": display_name, "language": "python", "name": KERNEL_NAME})
     return nb

@@ -55,6 +55,56 @@ def test_notebooks_are_normalised():
     )
 
 
+def _normalizer():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "normalize_notebooks", ROOT / "scripts" / "normalize_notebooks.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_normaliser_does_what_jupyterlab_does():
+    import nbformat
+
+    norm = _normalizer()
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "x"}
+    nb.metadata["widgets"] = {"state": {"m": {"max": 2.0, "step": 0.1, "n": [1.0, 2.5]}}}
+    nb.cells.append(nbformat.v4.new_markdown_cell(":::{exercise}\n:label: ex-4-2\n\nDo it.\n:::"))
+    nb.cells.append(nbformat.v4.new_code_cell("x = 1.0"))
+    out = norm.normalize(nb, "Python 3 (ipykernel)")
+    assert out.metadata.kernelspec == {
+        "display_name": "Python 3 (ipykernel)",
+        "language": "python",
+        "name": "python3",
+    }
+    state = out.metadata.widgets["state"]["m"]
+    assert state == {"max": 2, "step": 0.1, "n": [1, 2.5]}
+    assert isinstance(state["max"], int) and isinstance(state["step"], float)
+    assert ":label: ex-4-2\n:enumerator: 4.2\n" in out.cells[0].source
+    assert out.cells[1].source == "x = 1.0"  # code is never touched
+    again = norm.normalize(out, "Python 3 (ipykernel)")
+    assert nbformat.writes(again) == nbformat.writes(out)  # idempotent
+
+
+def test_normaliser_check_mode_reports_without_writing(tmp_path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "p"}
+    path = tmp_path / "01-x.ipynb"
+    nbformat.write(nb, path)
+    before = path.read_text()
+    norm = _normalizer()
+    assert norm.main(["--check", str(path)]) == 1
+    assert path.read_text() == before
+    assert norm.main([str(path)]) == 0
+    assert norm.main(["--check", str(path)]) == 0
+
+
 # --------------------------------------------------------------------------------------
 # JavaScript helpers (run in the JupyterLab page; window.__bl[path] is the NotebookPanel)
 # --------------------------------------------------------------------------------------

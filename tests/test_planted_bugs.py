@@ -668,3 +668,25 @@ def test_an_answer_that_forges_the_cost_clock_still_needs_the_right_large_output
     finally:
         runner._clock = saved
     assert not v["passed"] and "wrong on a large input" in v["feedback"]
+
+
+def test_a_whole_grading_run_over_one_folder(tmp_path, monkeypatch):
+    """Every exercise of chapters 1-5 prepared into one folder, then graded: no record of one
+    exercise may land on another's (5.3 and 5.4 share a chapter)."""
+    from backprop_lab.checks import check, oracle
+    from backprop_lab.checks.seeding import CHECK_DIR_ENV
+
+    seed = 5150
+    oracle.prepare(sorted(RIGHT), seed, tmp_path)
+    monkeypatch.setenv(CHECK_DIR_ENV, str(tmp_path))
+    wrong = {"5.3", "2.2"}
+    for exercise, source in RIGHT.items():
+        if exercise in wrong:
+            source = PLANTED[[r[0] for r in PLANTED].index(exercise)][1]
+        check(exercise, answer_from_source(source, NOTEBOOK))
+    for exercise in RIGHT:
+        v = oracle.verdict(exercise, seed, tmp_path)
+        assert v["exercise"] == exercise
+        assert v["passed"] == (exercise not in wrong), (exercise, v["feedback"])
+    names = sorted(p.name for p in (tmp_path / "outputs").iterdir())
+    assert names == sorted(f"{e}.{ext}" for e in RIGHT for ext in ("json", "npz"))

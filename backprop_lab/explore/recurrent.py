@@ -39,6 +39,9 @@ __all__ = [
     "LSTM",
     "step_inputs",
     "copy_gradients",
+    "loss_term_contributions",
+    "window_gradient",
+    "numpy_states",
     "state_gradient_norms",
     "truncated_gradient",
     "scalar_rnn",
@@ -122,7 +125,8 @@ class RNN(Module):
 class LSTM(Module):
     """A standard LSTM: gates i, f, o = sigmoid(.), candidate g = tanh(.), from
     ``h_{t-1} W_h + x_t W_x + b`` split four ways; ``c_t = f * c_{t-1} + i * g`` and
-    ``h_t = o * tanh(c_t)``. The forget gate's bias starts at ``forget_bias``."""
+    ``h_t = o * tanh(c_t)``. Weights are N(0, 1/fan_in); the forget gate's bias starts at
+    ``forget_bias`` (the other biases at 0)."""
 
     def __init__(
         self,
@@ -135,8 +139,8 @@ class LSTM(Module):
         super().__init__()
         rng = np.random.default_rng(seed)
         H = self.n_hidden = n_hidden
-        self.Wx = bl.tensor(_xavier(n_in, 4 * H, rng), requires_grad=True)
-        self.Wh = bl.tensor(np.hstack([orthogonal(H, rng) for _ in range(4)]), requires_grad=True)
+        self.Wx = bl.tensor(rng.normal(size=(n_in, 4 * H)) / math.sqrt(n_in), requires_grad=True)
+        self.Wh = bl.tensor(rng.normal(size=(H, 4 * H)) / math.sqrt(H), requires_grad=True)
         b = np.zeros(4 * H)
         b[H : 2 * H] = forget_bias
         self.b = bl.tensor(b, requires_grad=True)
@@ -187,7 +191,43 @@ def copy_gradients(rnn: RNN, X: Any, upstreams: Sequence[np.ndarray]) -> list[np
     for h, u in zip(hs[1:], upstreams[1:]):
         loss = loss + bl.sum(h * u)
     loss.backward()
-    return [np.zeros_like(np.asarray(c.data)) if c.grad is None else np.array(c.grad) for c in copies]
+    return [np.zeros(c.shape) if c.grad is None else np.array(c.grad) for c in copies]
+
+
+def loss_term_contributions(rnn: RNN, X: Any, upstreams: Sequence[np.ndarray]) -> np.ndarray:
+    """``table[t, s]``: the gradient that the loss term ``L_t = sum(h_t * upstreams[t])``
+    sends to the copy of W_h used at step ``s`` (zero for s > t), shape (T, T, H, H).
+
+    One backward pass per loss term. The sum over the whole table is the gradient of the
+    shared W_h; the diagonal alone is what a gradient keeps that ignores every path through
+    later hidden states.
+    """
+    T = len(upstreams)
+    table = np.zeros((T, T, *rnn.Wh.shape))
+    zero = np.zeros_like(np.asarray(upstreams[0]))
+    for t in range(T):
+        only_t = [upstreams[t] if s == t else zero for s in range(T)]
+        for s, g in enumerate(copy_gradients(rnn, X, only_t)):
+            table[t, s] = g
+    return table
+
+
+def window_gradient(table: np.ndarray, k: int) -> np.ndarray:
+    """The W_h gradient when every loss term sends gradient back at most ``k - 1`` steps
+    before its own (the terms ``t - k < s <= t`` of :func:`loss_term_contributions`)."""
+    T = table.shape[0]
+    t, s = np.meshgrid(np.arange(T), np.arange(T), indexing="ij")
+    keep = (s <= t) & (s > t - k)
+    return np.einsum("ts,tsij->ij", keep.astype(float), table)
+
+
+def numpy_states(xs: np.ndarray, h0: np.ndarray, Wx: np.ndarray, Wh: np.ndarray, b: np.ndarray):
+    """The forward pass in NumPy: ``xs`` (T, B, d), ``h0`` (B, H) -> states (T + 1, B, H),
+    h_0 first: ``h_t = tanh(h_{t-1} Wh + x_t Wx + b)``."""
+    hs = [h0]
+    for x in xs:
+        hs.append(np.tanh(hs[-1] @ Wh + x @ Wx + b))
+    return np.stack(hs)
 
 
 def state_gradient_norms(

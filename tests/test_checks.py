@@ -487,3 +487,12 @@ def test_registry_rejects_bad_specs():
         oracle.payload("9.9", 1)
     oracle._SPECS.pop("9.9", None)
     oracle._built.cache_clear()
+
+
+def test_output_paths_keep_the_whole_exercise_id():
+    from backprop_lab.checks import record
+
+    a = record.outputs_paths("/tmp/x", "5.4")
+    b = record.outputs_paths("/tmp/x", "5.2")
+    assert a[0].name == "5.4.npz" and a[1].name == "5.4.json"
+    assert a != b

@@ -350,7 +350,7 @@ def timeline_figure(depth: int = 16, segments: int = 4, width: int = 16, batch: 
     plain = measure(depth, width, batch, None)
     ck = measure(depth, width, batch, segments)
     fig, (ax, bx) = plt.subplots(
-        1, 2, figsize=(7.2, 3.3), gridspec_kw={"width_ratios": [2.2, 1]}, dpi=90
+        1, 2, figsize=(6.8, 3.3), gridspec_kw={"width_ratios": [2.2, 1]}, dpi=90
     )
     _draw_timeline(ax, ck)
     ax.plot(
@@ -362,7 +362,7 @@ def timeline_figure(depth: int = 16, segments: int = 4, width: int = 16, batch: 
         label="plain",
     )
     ax.set_ylim(0, depth * 1.08 + 1)
-    ax.legend(fontsize=8, loc="upper right", markerscale=3)
+    ax.legend(fontsize=9, loc="upper right", markerscale=3)
     chunks = chunk_sizes(depth, segments)
     ax.set_title(
         f"{depth} layers in {len(chunks)} chunk{'s' if len(chunks) > 1 else ''} "
@@ -399,7 +399,7 @@ def sweep_figure(rows: Sequence[dict[str, float]], depth: int) -> Any:
     import matplotlib.pyplot as plt
 
     k = np.array([r["k"] for r in rows], dtype=float)
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(7.2, 3.0), dpi=90)
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(6.8, 3.0), dpi=90)
     kk = np.linspace(1, depth, 200)
     ax.plot(kk, depth / kk + kk, color="0.6", lw=1, label="model L/k + k")
     ax.plot(k, [r["peak"] for r in rows], "o", color="#4c78a8", label="measured peak")
@@ -407,7 +407,7 @@ def sweep_figure(rows: Sequence[dict[str, float]], depth: int) -> Any:
     ax.set_xscale("log", base=2)
     ax.set_xlabel("chunk length k (layers between checkpoints)")
     ax.set_ylabel("peak live activations")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
     bx.plot(kk, 1 + (1 - kk / depth) / 3, color="0.6", lw=1, label="model 1 + (1 - k/L)/3")
     bx.plot(k, [r["flops"] for r in rows], "s", color="#f58518", label="FLOPs (counted)")
     timed = [r for r in rows if "seconds" in r]
@@ -420,12 +420,12 @@ def sweep_figure(rows: Sequence[dict[str, float]], depth: int) -> Any:
             label="CPU time (timed)",
         )
     bx.axhline(2.0, color="#e45756", lw=0.8, ls="--")
-    bx.text(1.05, 2.0, "the essay's 'factor of 2'", fontsize=8, va="bottom", color="#e45756")
+    bx.text(1.05, 2.0, "the essay's 'factor of 2'", fontsize=9, va="bottom", color="#e45756")
     bx.set_xscale("log", base=2)
     bx.set_ylim(0.9, 2.2)
     bx.set_xlabel("chunk length k")
     bx.set_ylabel("step cost / plain step")
-    bx.legend(fontsize=8, loc="center right")
+    bx.legend(fontsize=9, loc="center right")
     fig.tight_layout()
     return fig
 

@@ -373,6 +373,6 @@ def gradient_flow_figure(
         f"radius {radius:g}, T = {length}: the tanh RNN's h_1 gets {first:.1e} of h_T's gradient",
         fontsize=10,
     )
-    ax.legend(fontsize=8, loc="lower right" if radius < 1 else "upper right")
+    ax.legend(fontsize=9, loc="lower right" if radius < 1 else "upper right")
     fig.tight_layout()
     return fig

@@ -198,3 +198,12 @@ def cell_backward(upstream, f, i, g, c0):
     )
     verdict = practice_verdict("12.3", answer)
     assert not verdict["passed"] and verdict["status"] == "too_slow"
+
+
+def test_a_bug_that_explains_several_gradients_is_said_once():
+    verdict = practice_verdict("12.1", answer_from_source(rnn(carry="0.0"), NAMESPACE))
+    assert not verdict["passed"]
+    sentences = [d for d in verdict["diagnosis"] if "direct term" in d]
+    assert len(sentences) == 1, verdict["diagnosis"]
+    # it names every gradient it explains
+    assert sentences[0].startswith("dWh, dWx, db, dxs, dh0: ")

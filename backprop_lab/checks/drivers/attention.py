@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from backprop_lab.checks.drivers import driver, forward_pass
+from backprop_lab.checks.drivers import forward_pass
 
 
 def _weights(S):
@@ -29,21 +29,3 @@ def causal_attention(Q, K, V):
 def temperature_attention(Q, K, V, tau):
     """Exercise 13.3: ``softmax(tau Q K^T) V``."""
     return _weights(tau * (Q @ K.T)) @ V
-
-
-def _one_element(value):
-    if isinstance(value, (int, float, np.number)) or (
-        isinstance(value, np.ndarray) and value.ndim == 0
-    ):
-        return np.reshape(np.asarray(value, dtype=np.float64), (1,))
-    return value
-
-
-@driver("scalars_as_arrays")
-def call_scalars_as_arrays(answers, args):
-    """``answer(*args)``, with each number it returns as a one-element array (exercises
-    whose answer is a number or a pair of numbers: 13.3, 15.3)."""
-    result = answers[0](*args)
-    if isinstance(result, tuple):
-        return tuple(_one_element(v) for v in result)
-    return _one_element(result)

@@ -3,7 +3,7 @@
 Exercises whose point is to *avoid* holding a large array (attention's recomputing backward,
 per-example gradient norms, the clipped DP-SGD gradient) pass a budget in bytes as the last
 case argument. The driver calls ``answer(*other_arguments)`` and appends one more output,
-``memory`` (a one-element array): 1.0 when the peak of memory allocated during the call
+``memory``: 1.0 when the peak of memory allocated during the call
 stayed within the budget, otherwise the peak divided by the budget (3.0: three times
 over). The budget is infinite on the small cases, so only the large case can fail it.
 NumPy reports its array allocations to ``tracemalloc``, so the arrays an answer creates
@@ -38,4 +38,4 @@ def call_within_memory_budget(answers, args):
     used = max(0, peak - base)
     over = 1.0 if not math.isfinite(budget) or used <= budget else used / budget
     values = result if isinstance(result, tuple) else (result,)
-    return (*values, np.array([over]))
+    return (*values, np.array(over))

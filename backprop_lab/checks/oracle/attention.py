@@ -207,7 +207,7 @@ def _lse_reference(c: Case):
         grads = _engine_gradients(c)
     else:
         grads = tuple(numdiff.numerical_vjp(attention, [c.Q, c.K, c.V], c.dO))
-    return (*grads, np.array([1.0]))
+    return (*grads, np.array(1.0))
 
 
 def _lse_variant(**switches):
@@ -263,7 +263,7 @@ register(
                 "quarter of one T x T float64 matrix. It must not hold all the weights at "
                 "once: regenerate them one block of `block` query rows at a time, from the "
                 "block's scores and lse, and let each block go before the next.",
-                predicate=lambda c, got: c.Q.shape[0] != LARGE_T or float(got["memory"][0]) > 1.0,
+                predicate=lambda c, got: c.Q.shape[0] != LARGE_T or float(got["memory"]) > 1.0,
                 outputs=("memory",),
             ),
             Bug(
@@ -315,7 +315,7 @@ def _temperature_reference(c: Case):
     def loss(t):
         return float(np.sum(c.dO * _temperature(c.Q, c.K, c.V, t)))
 
-    return np.array([numdiff.derivative(loss, float(c.tau))])
+    return np.array(numdiff.derivative(loss, float(c.tau)))
 
 
 def _temperature_variant(*, rowsum=True, use_scaled=False):
@@ -324,7 +324,7 @@ def _temperature_variant(*, rowsum=True, use_scaled=False):
         P = _weights(float(c.tau) * R)
         dP = c.dO @ c.V.T
         dS = P * (dP - np.sum(dP * P, axis=1, keepdims=True)) if rowsum else P * dP
-        return np.array([np.sum(dS * (float(c.tau) * R if use_scaled else R))])
+        return np.array(np.sum(dS * (float(c.tau) * R if use_scaled else R)))
 
     return variant
 
@@ -341,7 +341,6 @@ register(
         draw=_temperature_draw,
         arguments=lambda c: (c.dO, c.Q, c.K, c.V, float(c.tau)),
         reference=_temperature_reference,
-        driver="scalars_as_arrays",
         bugs=[
             Bug(
                 "row-sum term dropped",
@@ -359,7 +358,7 @@ register(
                 "only the diagonal summed",
                 "Only the diagonal of dS * R was summed: tau multiplies every one of the "
                 "T x T scores, so its gradient sums over all of them.",
-                variant=lambda c: np.array([np.trace(_temperature_matrix(c))]),
+                variant=lambda c: np.array(np.trace(_temperature_matrix(c))),
             ),
         ],
         forbidden=FORBIDDEN,

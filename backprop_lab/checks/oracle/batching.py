@@ -154,7 +154,7 @@ def _norms_reference(c: Case, *, scale=1.0, biases=True, mask=True):
     if mask and biases and scale == 1.0:
         grads = _per_example_grads(c)
         norms = [math.sqrt(sum(float(np.sum(g * g)) for g in gs)) for gs in grads]
-        return np.array(norms), np.array([1.0])
+        return np.array(norms), np.array(1.0)
     # variants: computed directly (the oracle is hidden from the grading kernel)
     z1 = c.X @ c.W1 + c.b1
     h = np.maximum(z1, 0)
@@ -189,7 +189,7 @@ register(
                 "On the large case (B = 1024, 128 hidden units) your function allocated more "
                 "than a quarter of what the B per-example gradients would take. The norm of "
                 "an outer product needs no outer product: ||a^T c||_F = ||a|| ||c||.",
-                predicate=lambda c, got: c.X.shape[0] < 1000 or float(got["memory"][0]) > 1.0,
+                predicate=lambda c, got: c.X.shape[0] < 1000 or float(got["memory"]) > 1.0,
                 outputs=("memory",),
             ),
             Bug(
@@ -273,7 +273,7 @@ def _clip_reference(c: Case):
         total_W += factor * gW
         total_b += factor * gb
     B = c.X.shape[0]
-    return total_W / B, total_b / B, np.array([1.0])
+    return total_W / B, total_b / B, np.array(1.0)
 
 
 def _clip_variant(c: Case, *, per_example=True, cap=True, bias_in_norm=True, mean=True):
@@ -314,7 +314,7 @@ register(
                 "what the B per-example gradients would take. Clipping scales example i's "
                 "gradient, and example i's gradient is built from row i of the logits' "
                 "gradient: scale that row.",
-                predicate=lambda c, got: c.X.shape[0] < 1000 or float(got["memory"][0]) > 1.0,
+                predicate=lambda c, got: c.X.shape[0] < 1000 or float(got["memory"]) > 1.0,
                 outputs=("memory",),
             ),
             Bug(

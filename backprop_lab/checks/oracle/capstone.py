@@ -54,7 +54,7 @@ def _conv_reference(c: Case):
     # exact up to rounding, whatever the step: (f(x + v) - f(x - v)) / 2
     ty_x = (conv1d_reference(c.x + c.tx, c.w) - conv1d_reference(c.x - c.tx, c.w)) / 2
     ty_w = (conv1d_reference(c.x, c.w + c.tw) - conv1d_reference(c.x, c.w - c.tw)) / 2
-    return y, gx, gw, gx, gw, ty_x + ty_w, ty_x, ty_w, np.array([1.0])
+    return y, gx, gw, gx, gw, ty_x + ty_w, ty_x, ty_w, np.array(1.0)
 
 
 def _flipped(x, w):
@@ -115,7 +115,7 @@ register(
                 "formulas missing",
                 "conv1d_formulas() must return a dict with the LaTeX strings 'formula', "
                 "'vjp_formula' and 'jvp_formula', none of them empty.",
-                predicate=lambda c, got: float(got["formulas"][0]) != 1.0,
+                predicate=lambda c, got: float(got["formulas"]) != 1.0,
                 outputs=("formulas",),
             ),
         ],
@@ -234,7 +234,7 @@ def _counted_matmul_flops(c: Case):
 
 def _flops_reference(c: Case):
     f, b = _counted_matmul_flops(c)
-    return np.array([float(f)]), np.array([float(b)])
+    return np.array(float(f)), np.array(float(b))
 
 
 def _flops_bug(kind):
@@ -244,15 +244,15 @@ def _flops_bug(kind):
         embed = 2 * rows * vocab * d
         rest = 8 * rows * d * d + 4 * B * T * T * d + 4 * rows * d * hidden + 2 * rows * d * vocab
         if kind == "backward_once":
-            return np.array([embed + rest], float), np.array([embed + rest], float)
+            return np.array(float(embed + rest)), np.array(float(embed + rest))
         if kind == "backward_twice_everywhere":
-            return None, np.array([2 * (embed + rest)], float)
+            return None, np.array(float(2 * (embed + rest)))
         if kind == "no_attention_products":
             rest -= 4 * B * T * T * d
-            return np.array([embed + rest], float), np.array([embed + 2 * rest], float)
+            return np.array(float(embed + rest)), np.array(float(embed + 2 * rest))
         if kind == "attention_once_per_batch":
             rest -= 4 * (B - 1) * T * T * d
-            return np.array([embed + rest], float), np.array([embed + 2 * rest], float)
+            return np.array(float(embed + rest)), np.array(float(embed + 2 * rest))
         raise ValueError(kind)
 
     return variant
@@ -270,7 +270,6 @@ register(
         draw=_flops_draw,
         arguments=lambda c: tuple(int(c.inputs[n]) for n in ("B", "T", "d", "hidden", "vocab")),
         reference=_flops_reference,
-        driver="scalars_as_arrays",
         rtol=1e-12,
         atol=0.0,
         bugs=[

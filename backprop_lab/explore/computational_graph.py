@@ -79,9 +79,9 @@ def chapter4_trace(seed: int = 0, batch: int = 4) -> Any:
         Yhat = P + b2t
         Yhat.name = "Yhat [nothing]"
         D = Yhat - Yt
-        D.name = "Yhat-Y [nothing]"
+        D.name = "D [nothing]"
         S = D**2
-        S.name = "squares [D, D^2]"
+        S.name = "D^2 [D, D^2]"
         T = bl.sum(S)
         T.name = "sum [nothing]"
         L = T / batch

@@ -54,9 +54,7 @@ __all__ = [
 def _check_dims(dims: Sequence[int]) -> list[int]:
     dims = [int(p) for p in dims]
     if len(dims) < 2 or min(dims) < 1:
-        raise ValueError(
-            f"dims must list at least two positive sizes (p_0, ..., p_N), got {dims}"
-        )
+        raise ValueError(f"dims must list at least two positive sizes (p_0, ..., p_N), got {dims}")
     return dims
 
 

@@ -67,7 +67,10 @@ def test_memory_figure_and_growth_figure_render():
     assert n_views <= 40
     fig = cg.memory_figure(2, 1, 16)
     assert len(fig.axes) == 2
-    fig = cg.growth_figure(
+    data = cg.growth_data(
         {"depth": 2, "batch": 4, "width": 8}, {"depth": [2, 3], "batch": [1, 2], "width": [4, 8]}
     )
+    assert data["depth"][3][0] - data["depth"][2][0] == 4 * 8 * 8  # one more activation
+    assert data["batch"][1][1] < data["batch"][2][1]  # the input batch is a leaf array
+    fig = cg.growth_figure(data)
     assert len(fig.axes) == 3

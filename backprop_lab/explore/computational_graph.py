@@ -13,8 +13,8 @@ backpropagation is dynamic programming over the graph.
   exponential time, the backward pass linear time.
 * :func:`mlp_memory` measures the bytes a tanh MLP's graph saves (``bl.measure_memory``),
   split into activations and weights, with the live-bytes timeline through forward and
-  backward; :func:`growth_figure` plots the growth with depth, batch and width, and
-  :func:`memory_figure` is the chapter's explorer view.
+  backward; :func:`growth_data` and :func:`growth_figure` measure and plot its growth with
+  depth, batch and width, and :func:`memory_figure` is the chapter's explorer view.
 
 matplotlib is imported inside the functions that draw.
 """
@@ -38,6 +38,7 @@ __all__ = [
     "diamond_chain",
     "path_sum_gradient",
     "mlp_memory",
+    "growth_data",
     "growth_figure",
     "memory_figure",
     "EXPLORER_CONTROLS",
@@ -250,20 +251,30 @@ def mlp_memory(depth: int, batch: int, width: int, n_in: int | None = None,
     }
 
 
-def growth_figure(base: dict[str, int], grids: dict[str, Sequence[int]]) -> Any:
-    """Three panels: saved bytes against depth, batch and width (the others at ``base``),
+def growth_data(base: dict[str, int], grids: dict[str, Sequence[int]]) -> dict[str, Any]:
+    """:func:`mlp_memory`'s ``(activations, weights)`` bytes when one of depth, batch and width
+    runs over its grid and the other two stay at ``base``: ``{key: {value: (a, w)}}``."""
+    out: dict[str, Any] = {"base": dict(base), "grids": {k: list(v) for k, v in grids.items()}}
+    for key in ("depth", "batch", "width"):
+        out[key] = {}
+        for v in grids[key]:
+            kw = dict(base, **{key: v})
+            r = mlp_memory(kw["depth"], kw["batch"], kw["width"])
+            out[key][v] = (r["activations"], r["weights"])
+    return out
+
+
+def growth_figure(data: dict[str, Any]) -> Any:
+    """Three panels from :func:`growth_data`: saved bytes against depth, batch and width,
     stacked into activations and leaf arrays (input batch and weights)."""
     import matplotlib.pyplot as plt
 
+    base = data["base"]
     fig, axes = plt.subplots(1, 3, figsize=(9.0, 3.1), sharey=False)
     for ax, key in zip(axes, ("depth", "batch", "width")):
-        vals = list(grids[key])
-        acts, wts = [], []
-        for v in vals:
-            kw = dict(base, **{key: v})
-            r = mlp_memory(kw["depth"], kw["batch"], kw["width"])
-            acts.append(r["activations"] / 2**20)
-            wts.append(r["weights"] / 2**20)
+        vals = data["grids"][key]
+        acts = [data[key][v][0] / 2**20 for v in vals]
+        wts = [data[key][v][1] / 2**20 for v in vals]
         pos = np.arange(len(vals))
         ax.bar(pos, acts, color="#e45756", label="activations")
         ax.bar(pos, wts, bottom=acts, color="#9ecae9", label="input and weights")

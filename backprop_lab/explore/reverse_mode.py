@@ -23,6 +23,7 @@ matplotlib is imported inside the functions that draw.
 
 from __future__ import annotations
 
+import contextlib
 import tracemalloc
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -222,30 +223,38 @@ def _saved_split(tr: Any) -> tuple[int, int]:
     return made, held
 
 
-def jacobian_cost(f: Callable[[Any], Any], x: Any, mode: str) -> dict[str, Any]:
+def jacobian_cost(
+    f: Callable[[Any], Any], x: Any, mode: str, memory: bool = True
+) -> dict[str, Any]:
     """Build the full Jacobian of ``f`` at ``x`` with ``bl.jacobian(f, mode)`` and measure it.
 
     Returns ``jacobian`` (the matrix), ``calls`` (how often ``f`` ran: each call is one pass
     forward, carrying a tangent in forward mode), ``backward_passes``, ``flops`` (all of
-    them: forward, backward and tangent), ``saved_peak`` (bytes the recorded graph held at
-    its peak, ``bl.measure_memory``), ``saved_activations`` (the part of it that the forward
-    pass created, as opposed to inputs and weights it merely points to).
+    them: forward, backward and tangent) and its parts. With ``memory=True`` (the default)
+    also ``saved_peak`` (bytes the recorded graph held at its peak, ``bl.measure_memory``)
+    and ``saved_activations`` (the part of it that the forward pass created, as opposed to
+    inputs and weights it merely points to).
     """
-    with bl.count() as c, bl.measure_memory() as mem, bl.trace() as tr:
-        tracked = c.track(f)
-        jac = bl.jacobian(tracked, mode=mode)(x)
-    made, _ = _saved_split(tr)
-    return {
-        "jacobian": np.asarray(jac),
-        "calls": c.forward_passes,
-        "backward_passes": c.backward_passes,
-        "flops": c.flops,
-        "forward_flops": c.forward_flops,
-        "backward_flops": c.backward_flops,
-        "tangent_flops": c.tangent_flops,
-        "saved_peak": mem.peak,
-        "saved_activations": made,
-    }
+    out: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        c = stack.enter_context(bl.count())
+        if memory:
+            mem = stack.enter_context(bl.measure_memory())
+            tr = stack.enter_context(bl.trace())
+        jac = bl.jacobian(c.track(f), mode=mode)(x)
+    if memory:
+        out["saved_peak"] = mem.peak
+        out["saved_activations"] = _saved_split(tr)[0]
+    out.update(
+        jacobian=np.asarray(jac),
+        calls=c.forward_passes,
+        backward_passes=c.backward_passes,
+        flops=c.flops,
+        forward_flops=c.forward_flops,
+        backward_flops=c.backward_flops,
+        tangent_flops=c.tangent_flops,
+    )
+    return out
 
 
 def cost_grid(
@@ -263,8 +272,8 @@ def cost_grid(
         x = rng.normal(size=n)
         for j, m in enumerate(sizes):
             f = mlp_function(n, m, depth, width, seed)
-            fwd[i, j] = jacobian_cost(f, x, "forward")["flops"]
-            rev[i, j] = jacobian_cost(f, x, "reverse")["flops"]
+            fwd[i, j] = jacobian_cost(f, x, "forward", memory=False)["flops"]
+            rev[i, j] = jacobian_cost(f, x, "reverse", memory=False)["flops"]
     return {"sizes": np.array(sizes), "forward": fwd, "reverse": rev}
 
 

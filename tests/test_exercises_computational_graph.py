@@ -334,3 +334,24 @@ def test_engine_diagnosis_points_at_the_first_wrong_node():
     assert analyse_engine(desc, values, grads, early) == {"order"}
     zero = np.zeros_like(grads)
     assert analyse_engine(desc, values, grads, zero) == {"seed"}
+
+
+def test_measuring_instead_of_predicting_is_refused():
+    source = """
+def predicted_saved_bytes(batch, dims, itemsize):
+    import backprop_lab as bl
+    dtype = {8: "float64", 4: "float32"}[itemsize]
+    X = bl.tensor(np.ones((batch, dims[0])), requires_grad=True, dtype=dtype)
+    with bl.measure_memory() as mem:
+        h = X
+        for i, (a, b) in enumerate(zip(dims, dims[1:])):
+            W = bl.tensor(np.ones((a, b)), requires_grad=True, dtype=dtype)
+            h = h @ W + bl.tensor(np.zeros(b), requires_grad=True, dtype=dtype)
+            if i < len(dims) - 2:
+                h = bl.tanh(h)
+        bl.mse(h, bl.tensor(np.zeros((batch, dims[-1])), dtype=dtype))
+        return mem.peak
+"""
+    verdict = practice_verdict("7.3", answer("7.3", source))
+    assert not verdict["passed"]
+    assert "backprop_lab.instrument.memory.measure_memory" in verdict["feedback"]

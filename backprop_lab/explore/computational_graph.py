@@ -270,7 +270,7 @@ def growth_figure(data: dict[str, Any]) -> Any:
     import matplotlib.pyplot as plt
 
     base = data["base"]
-    fig, axes = plt.subplots(1, 3, figsize=(9.0, 3.1), sharey=False)
+    fig, axes = plt.subplots(1, 3, figsize=(7.0, 3.0), sharey=False)
     for ax, key in zip(axes, ("depth", "batch", "width")):
         vals = data["grids"][key]
         acts = [data[key][v][0] / 2**20 for v in vals]
@@ -285,8 +285,9 @@ def growth_figure(data: dict[str, Any]) -> Any:
         ax.set_title(others, fontsize=9)
         ax.tick_params(axis="y", labelsize=8)
     axes[0].set_ylabel("saved for backward (MiB)")
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=2, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
     return fig
 
 
@@ -299,7 +300,7 @@ def memory_figure(depth: int, batch: int, width: int) -> Any:
     from matplotlib.figure import Figure
 
     r = mlp_memory(depth, batch, width)
-    fig = Figure(figsize=(7.6, 3.3))
+    fig = Figure(figsize=(6.5, 3.4))
     ax, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.4, 1]})
     kb = 1 / 1024
     labels = [p[0] for p in r["per_node"]]
@@ -313,7 +314,7 @@ def memory_figure(depth: int, batch: int, width: int) -> Any:
     ax.set_ylabel("KiB first saved by the node", fontsize=9)
     ax.tick_params(axis="y", labelsize=8)
     ax.legend(fontsize=7)
-    ax.set_title("what each node adds, in forward order", fontsize=9)
+    ax.set_title("added by each node, forward order", fontsize=9)
     t = np.array(r["timeline"]) * kb
     n_fwd = len(r["per_node"])
     ax2.plot(np.arange(len(t)), t, color="#333333")
@@ -324,7 +325,7 @@ def memory_figure(depth: int, batch: int, width: int) -> Any:
     ax2.set_xlabel("event (node recorded, then node freed)", fontsize=8)
     ax2.set_ylabel("live saved KiB", fontsize=9)
     ax2.tick_params(labelsize=8)
-    ax2.set_title("rises through forward, falls through backward", fontsize=9)
+    ax2.set_title("live total over time", fontsize=9)
     fig.suptitle(
         f"depth {depth}, batch {batch}, width {width}: peak {r['peak'] * kb:,.0f} KiB "
         f"({r['activations'] / max(r['peak'], 1):.0%} activations)",

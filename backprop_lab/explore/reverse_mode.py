@@ -285,7 +285,7 @@ def crossover_figure(grid: dict[str, np.ndarray], n_fixed: int) -> Any:
     sizes = grid["sizes"]
     fwd, rev = grid["forward"].astype(float), grid["reverse"].astype(float)
     i = int(np.flatnonzero(sizes == n_fixed)[0])
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(8.6, 3.5))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(7.0, 3.4))
     ax.loglog(sizes, fwd[i], "o-", color="#4c78a8", label=f"forward mode ({n_fixed} JVPs)")
     ax.loglog(sizes, rev[i], "s-", color="#e45756", label="reverse mode (m VJPs)")
     ax.set_xticks(sizes)
@@ -397,7 +397,7 @@ def modes_figure(n: int, m: int, depth: int, width: int = 32) -> Any:
     fw = jacobian_cost(f, x, "forward")
     rv = jacobian_cost(f, x, "reverse")
     assert np.allclose(fw["jacobian"], rv["jacobian"], atol=1e-10)
-    fig = Figure(figsize=(7.6, 3.3))
+    fig = Figure(figsize=(6.5, 3.4))
     axes = fig.subplots(1, 3)
     colors = ("#4c78a8", "#e45756")
     labels = ("forward", "reverse")
@@ -426,7 +426,7 @@ def modes_figure(n: int, m: int, depth: int, width: int = 32) -> Any:
     for xpos, v in enumerate(vals):
         ax.text(xpos, v, f"{v:,} B", ha="center", va="bottom", fontsize=8)
     ax.set_ylim(0, 1.3 * max(max(vals), 1))
-    ax.set_title("activations kept for backward", fontsize=10)
+    ax.set_title("activations kept", fontsize=10)
 
     for ax in axes:
         ax.set_xticks([0, 1])

@@ -206,24 +206,36 @@ def diamond_description(depth: int, rng=None) -> list:
     return desc
 
 
-def random_expression(rng, n_inputs: int, n_ops: int) -> list:
-    """A random expression graph with shared subexpressions; every node reaches the last."""
+def random_expression(rng, n_inputs: int, n_ops: int, max_uses: int = 3) -> list:
+    """A random expression graph with shared subexpressions; every node reaches the last.
+
+    No node is used more than ``max_uses`` times (before the final sums that collect the
+    nodes nobody used), which keeps the diagnosis of a wrong engine exhaustive."""
     desc: list = [("input", float(rng.uniform(-1.5, 1.5))) for _ in range(n_inputs)]
+    uses = [0] * n_inputs
+
+    def pick(candidates):
+        free = [k for k in candidates if uses[k] < max_uses] or list(candidates)
+        return int(free[int(rng.integers(0, len(free)))])
+
     for _ in range(n_ops):
         k = len(desc)
-        recent = max(0, k - 4)
+        recent = range(max(0, k - 4), k)
         op = str(rng.choice(["add", "mul", "tanh"], p=[0.35, 0.35, 0.3]))
-        i = int(rng.integers(recent, k)) if rng.random() < 0.7 else int(rng.integers(0, k))
+        i = pick(recent if rng.random() < 0.7 else range(k))
+        uses[i] += 1
         if op == "tanh":
             desc.append(("tanh", i))
         else:
-            j = int(rng.integers(0, k))
+            j = pick(range(k))
+            uses[j] += 1
             desc.append((op, i, j))
-    used = {a for step in desc[n_inputs:] for a in step[1:]}
+        uses.append(0)
     for k in range(len(desc) - 1):
-        if k not in used:
+        if uses[k] == 0:
             desc.append(("add", len(desc) - 1, k))
-            used.add(k)
+            uses[k] += 1
+            uses.append(0)
     return desc
 
 
@@ -605,9 +617,12 @@ register(
                 variant=lambda c: c.expected[0] * 8,
             ),
         ],
-        forbidden=(
+        forbidden=(  # anything that measures the saved bytes instead of predicting them
             "backprop_lab.instrument.memory.measure_memory",
+            "backprop_lab.instrument.memory.SavedMemory",
+            "backprop_lab.trace.Trace.memory",
             "backprop_lab.explore.computational_graph.mlp_memory",
+            "backprop_lab.explore.computational_graph.saved_rows",
         ),
     )
 )

@@ -310,10 +310,10 @@ def memory_figure(depth: int, batch: int, width: int) -> Any:
     ax.bar(pos, acts, color="#e45756", label="activations")
     ax.bar(pos, wts, bottom=acts, color="#9ecae9", label="input, weights")
     ax.set_xticks(pos)
-    ax.set_xticklabels(labels, rotation=90, fontsize=7)
+    ax.set_xticklabels(labels, rotation=90, fontsize=7.5)
     ax.set_ylabel("KiB first saved by the node", fontsize=9)
     ax.tick_params(axis="y", labelsize=8)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7.5)
     ax.set_title("added by each node, forward order", fontsize=9)
     t = np.array(r["timeline"]) * kb
     n_fwd = len(r["per_node"])

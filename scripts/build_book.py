@@ -22,6 +22,12 @@ Environment:
   Both editions share the execution cache.
 * ``BOOK_JOBS=1`` turns off the parallel execution of changed chapters (for example when a
   chapter times something and must not share the cores with another kernel).
+
+The build always sets ``BACKPROP_LAB_STATIC=1`` for the kernels that execute the chapters:
+:class:`backprop_lab.explorer.Explorer` then renders every combination of its controls into
+the page (no kernel needed on the site) instead of a live ipywidgets panel. Because cached
+outputs depend on the library as well as on the cells, the execution cache is emptied
+whenever a file of ``backprop_lab/`` changes (jupyter-cache itself only looks at the cells).
 """
 
 from __future__ import annotations
@@ -43,6 +49,9 @@ VENDOR = ROOT / "book" / "_vendor"
 STATIC_VENDOR = VENDOR / "static" / "vendor"
 VERSIONS_FILE = STATIC_VENDOR / "VERSIONS.json"
 CACHE = ROOT / "_build" / ".jupyter_cache"
+LIBRARY_STAMP = ROOT / "_build" / ".jupyter_cache-library.sha256"
+# Read by backprop_lab.explorer: explorers precompute their views for the static site.
+STATIC_ENV = "BACKPROP_LAB_STATIC"
 CHAPTER_GLOB = "[0-9]*.ipynb"
 
 # npm package -> (pinned version, folder under _static/vendor/, files to copy from the tarball).
@@ -144,6 +153,39 @@ def preflight() -> list[Path]:
     if not chapters:
         print("build_book: notice: notebooks/ has no chapters yet (NN_slug.ipynb)", flush=True)
     return chapters
+
+
+def library_fingerprint() -> str:
+    """Digest of every source file of backprop_lab/ (and of the static-mode switch)."""
+    digest = hashlib.sha256(f"{STATIC_ENV}=1\n".encode())
+    package = ROOT / "backprop_lab"
+    for path in sorted(package.rglob("*")):
+        if path.is_file() and path.suffix in (".py", ".txt", ".npz", ".json"):
+            digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def invalidate_stale_cache() -> None:
+    """Empty the execution cache when backprop_lab/ changed since it was filled.
+
+    jupyter-cache keys a notebook on its code cells only, so a chapter whose cells did not
+    change would otherwise keep outputs computed by an older library (an explorer drawn
+    as a live widget, a figure from a fixed bug).
+    """
+    current = library_fingerprint()
+    previous = LIBRARY_STAMP.read_text().strip() if LIBRARY_STAMP.exists() else None
+    if previous == current:
+        return
+    if CACHE.exists():
+        print(
+            "build_book: backprop_lab/ changed since the chapters were last executed: "
+            "emptying the execution cache (every chapter runs again)",
+            flush=True,
+        )
+        shutil.rmtree(CACHE)
+    LIBRARY_STAMP.parent.mkdir(parents=True, exist_ok=True)
+    LIBRARY_STAMP.write_text(current + "\n")
 
 
 # --------------------------------------------------------------------------------------
@@ -346,7 +388,7 @@ def run_build(edition: str) -> Path:
     print(f"build_book: {' '.join(cmd)}   (edition: {edition})", flush=True)
     log_path = ROOT / "_build" / (f"book-build-{edition}.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, BOOK_EDITION=edition, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, BOOK_EDITION=edition, PYTHONUNBUFFERED="1", **{STATIC_ENV: "1"})
     lines: list[str] = []
     with subprocess.Popen(
         cmd,
@@ -387,9 +429,12 @@ def main() -> int:
         print(f"build_book: BOOK_EDITION must be 'student' or unset, not {edition!r}")
         return 2
     start = time.perf_counter()
+    # Kernels started by this process (pre_execute) and by jupyter-book inherit it.
+    os.environ[STATIC_ENV] = "1"
     try:
         fetch_vendor()
         chapters = preflight()
+        invalidate_stale_cache()
         pre_execute(chapters)
         html = run_build(edition)
     except BuildError as exc:

@@ -27,6 +27,7 @@ import numpy as np
 
 import backprop_lab as bl
 from backprop_lab import numdiff
+from backprop_lab.explore._blas import one_blas_thread
 
 __all__ = [
     "mlp_problem",
@@ -89,12 +90,14 @@ def mlp_loss(theta: Any, shapes: Sequence[tuple[int, ...]], X: Any, Y: Any) -> A
     return bl.mse(h, Y)
 
 
+@one_blas_thread
 def flat_gradient(theta: np.ndarray, shapes, X, Y) -> np.ndarray:
     """Backprop's gradient of :func:`mlp_loss` with respect to ``theta``."""
     return np.asarray(bl.grad(lambda t: mlp_loss(t, shapes, X, Y))(theta))
 
 
 # --------------------------------------------------------------------------------- costs
+@one_blas_thread
 def cost_in_forward_passes(
     sizes: Sequence[int], batch: int = 32, seed: int = 0
 ) -> dict[str, float]:
@@ -144,6 +147,7 @@ def _best_time(fn: Callable[[], Any], repeats: int) -> float:
     return best
 
 
+@one_blas_thread
 def time_gradients(sizes: Sequence[int], batch: int = 32, seed: int = 0) -> dict[str, float]:
     """Seconds (best of a few runs) of one forward pass, one backprop gradient and one
     full centered-difference gradient (via :func:`backprop_lab.numdiff.partials`)."""

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 import backprop_lab as bl
+from backprop_lab.explore._blas import one_blas_thread
 
 __all__ = [
     "linear_weight_jacobian",
@@ -39,6 +40,7 @@ __all__ = [
 ]
 
 
+@one_blas_thread
 def linear_weight_jacobian(X: np.ndarray, W: np.ndarray) -> np.ndarray:
     """``dY[b, j] / dW[i, k]`` for ``Y = X @ W``, shape ``(B, m, n, m)``, via ``bl.jacobian``."""
     return np.asarray(bl.jacobian(lambda w: bl.tensor(X) @ w)(W))
@@ -117,6 +119,7 @@ def _exact(scale: float) -> tuple[float, np.ndarray]:
     return float(lse - z[LABEL]), p - y
 
 
+@one_blas_thread
 def render_overflow(scale: float = 60, dtype: str = "float32", method: str = "naive"):
     """Logits ``scale * [1, 0.5, -0.3, -1]``, label 2: the gradient the chosen method gets
     in ``dtype`` (bars) against the exact ``p - y`` (outlines), and both losses."""

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 import backprop_lab as bl
+from backprop_lab.explore._blas import one_blas_thread
 from backprop_lab.instrument.plots import capture_grads
 
 __all__ = [
@@ -101,6 +102,7 @@ def _act(activation: str) -> Callable[[Any], Any]:
         ) from None
 
 
+@one_blas_thread
 def stack_profile(
     activation: str = "tanh",
     std: float | None = None,
@@ -140,6 +142,7 @@ def stack_profile(
     return {"act_rms": act_rms, "grad_norm": grad_norm, "input_grad_norm": input_norm}
 
 
+@one_blas_thread
 def layer_jacobians(
     activation: str,
     std: float,
@@ -166,6 +169,7 @@ def layer_jacobians(
     return (jacs, weights) if return_weights else jacs
 
 
+@one_blas_thread
 def product_singular_values(jacobians: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Singular values (descending) of the products seen from the loss side.
 
@@ -180,6 +184,7 @@ def product_singular_values(jacobians: Sequence[np.ndarray]) -> list[np.ndarray]
     return out
 
 
+@one_blas_thread
 def profile_grid(
     activations: Sequence[str] = ("sigmoid", "tanh", "relu"),
     inits: Sequence[str] = INITS,
@@ -255,6 +260,7 @@ def clip_by_global_norm(grads: Sequence[np.ndarray], max_norm: float) -> tuple[l
     return [g * factor for g in grads], total
 
 
+@one_blas_thread
 def train_deep_relu(
     X: np.ndarray,
     y: np.ndarray,
@@ -313,6 +319,7 @@ def layer_norm(h: Any, eps: float = 1e-5) -> Any:
     return c / (var + eps) ** 0.5
 
 
+@one_blas_thread
 def normalised_stack_norms(
     gain: float,
     normalise: bool,
@@ -348,6 +355,7 @@ EXPLORER_CONTROLS: dict[str, list] = {
 }
 
 
+@one_blas_thread
 def render_depth(depth: int = 50, activation: str = "tanh", scale: float = 1.0,
                  residual: str = "off"):  # fmt: skip
     """The explorer's view: gradient norm per layer (bars) and rms activation (line).
@@ -401,6 +409,7 @@ def depth_explorer() -> Any:
     )
 
 
+@one_blas_thread
 def one_layer_ratios(
     activation: str, std: float, fan_in: int = 512, fan_out: int = 512, batch: int = 512,
     seed: int = 0,

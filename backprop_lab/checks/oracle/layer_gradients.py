@@ -69,7 +69,7 @@ register(
                 variant=lambda c: (None, c.expected[1] / _rows(c), c.expected[2] / _rows(c)),
             ),
         ],
-        cost=Cost(multiple=12, inputs={"X": (32, 64, 256), "W": (256, 256), "b": (256,)}),
+        cost=Cost(multiple=12, inputs={"X": (16, 32, 256), "W": (256, 256), "b": (256,)}),
         forbidden=ENGINE_GRADIENTS + FINITE_DIFFERENCES,
     )
 )

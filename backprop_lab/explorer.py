@@ -65,7 +65,15 @@ from html import escape
 from numbers import Real
 from typing import Any
 
-__all__ = ["Explorer", "is_static", "STATIC_ENV", "MAX_VIEWS", "DPI"]
+__all__ = [
+    "Explorer",
+    "is_static",
+    "STATIC_ENV",
+    "MAX_VIEWS",
+    "DPI",
+    "record_figure_text_size",
+    "TEXT_SIZE_KEY",
+]
 
 #: Environment variable that selects the static mode ("1"); set by scripts/build_book.py.
 STATIC_ENV = "BACKPROP_LAB_STATIC"
@@ -270,22 +278,61 @@ def figure_png(fig: Any, dpi: int = DPI) -> tuple[bytes, int, int, float]:
 
     Returns ``(png bytes, width px, height px, smallest text size in px at that size)``.
     """
-    from matplotlib.text import Text
-
     try:
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=dpi, facecolor="white")
-        sizes = [
-            t.get_fontsize()
-            for t in fig.findobj(Text)
-            if t.get_visible() and t.get_text().strip() and _drawn(t)
-        ]
+        smallest = smallest_text_px(fig, dpi)
     finally:
         _close(fig)
     png = _palette_png(buf.getvalue())
     width, height = _png_size(png)
-    smallest = min(sizes) * dpi / 72 if sizes else 0.0
     return png, width, height, round(smallest, 2)
+
+
+def smallest_text_px(fig: Any, dpi: float) -> float:
+    """Size in pixels, at ``dpi``, of the smallest visible text of a figure (0 if none)."""
+    from matplotlib.text import Text
+
+    sizes = [
+        t.get_fontsize()
+        for t in fig.findobj(Text)
+        if t.get_visible() and t.get_text().strip() and _drawn(t)
+    ]
+    return min(sizes) * dpi / 72 if sizes else 0.0
+
+
+#: PNG text chunk that :func:`record_figure_text_size` adds to inline figures.
+TEXT_SIZE_KEY = "backprop:min-text-px"
+
+
+def record_figure_text_size() -> None:
+    """Make IPython's inline PNG figures carry their smallest text size in pixels.
+
+    The book build runs this in every kernel (an IPython startup file written by
+    scripts/build_book.py), so that the browser tests can measure how large each figure's
+    text is on the page: that size times the figure's displayed/natural width. It wraps
+    ``IPython.core.pylabtools.print_figure`` to pass ``metadata={TEXT_SIZE_KEY: ...}`` to
+    matplotlib's PNG writer; the picture itself is unchanged.
+    """
+    from IPython.core import pylabtools
+
+    original = pylabtools.print_figure
+    if getattr(original, "_backprop_text_size", False):
+        return
+
+    def print_figure(fig: Any, fmt: str = "png", *args: Any, **kwargs: Any) -> Any:
+        if fmt in ("png", "retina") and "metadata" not in kwargs:
+            dpi = kwargs.get("dpi") or fig.dpi * (2 if fmt == "retina" else 1)
+            try:
+                px = smallest_text_px(fig, dpi)
+            except Exception:  # noqa: BLE001 - never break a figure for a measurement
+                px = None
+            if px is not None:
+                kwargs["metadata"] = {TEXT_SIZE_KEY: f"{px:.2f}"}
+        return original(fig, fmt, *args, **kwargs)
+
+    print_figure._backprop_text_size = True  # type: ignore[attr-defined]
+    pylabtools.print_figure = print_figure
 
 
 def _drawn(text: Any) -> bool:
@@ -384,9 +431,9 @@ border-color:var(--pst-color-primary,#0969da);color:var(--pst-color-primary-text
 font-weight:600}
 .bl-x label:has(input:focus-visible){outline:3px solid var(--pst-color-accent,#bf3989);
 outline-offset:1px}
-.bl-x-slider .bl-x-options{position:relative;flex-wrap:nowrap;gap:.3rem}
+.bl-x-slider .bl-x-options{position:relative;gap:.3rem}
 .bl-x-slider .bl-x-options::before{content:"";position:absolute;left:1rem;right:1rem;
-top:50%;border-top:2px solid var(--pst-color-border,#d0d7de);z-index:0}
+top:calc(4px + 1rem);border-top:2px solid var(--pst-color-border,#d0d7de);z-index:0}
 .bl-x-slider label{z-index:1}
 .bl-x-view{display:none}
 .bl-x-views{background:#fff;border-radius:4px;overflow-x:auto}

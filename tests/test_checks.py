@@ -398,6 +398,26 @@ def test_calling_a_helper_that_computes_the_answer_fails():
     v = practice_verdict("4.2", two_layer_backward)
     assert "backprop_lab.explore.ch04.two_layer_backward" in v["feedback"]
 
+    import backprop_lab as bl
+    from backprop_lab import ops
+
+    def by_registry(upstream, x):
+        s = 1.0 / (1.0 + np.exp(-x))
+        return bl.REGISTRY["sigmoid"].vjp(np, upstream, (s,), (True,))[0]
+
+    assert "backprop_lab.ops.REGISTRY" in practice_verdict("5.4", by_registry)["feedback"]
+
+    def add_backward(upstream, x, y):
+        return upstream, ops.unbroadcast(np, upstream, y.shape)
+
+    assert "backprop_lab.ops.unbroadcast" in practice_verdict("5.1", add_backward)["feedback"]
+
+    def from_the_oracle(upstream, x):
+        spec = oracle.spec("5.4")
+        return spec.forward(x) * (1 - spec.forward(x)) * upstream
+
+    assert "backprop_lab.checks.oracle" in practice_verdict("5.4", from_the_oracle)["feedback"]
+
     def unhooks(upstream, x):
         sys.setprofile(None)
         return sigmoid_backward(upstream, x)
@@ -487,3 +507,12 @@ def test_registry_rejects_bad_specs():
         oracle.payload("9.9", 1)
     oracle._SPECS.pop("9.9", None)
     oracle._built.cache_clear()
+
+
+def test_output_paths_keep_the_whole_exercise_id():
+    from backprop_lab.checks import record
+
+    a = record.outputs_paths("/tmp/x", "5.4")
+    b = record.outputs_paths("/tmp/x", "5.2")
+    assert a[0].name == "5.4.npz" and a[1].name == "5.4.json"
+    assert a != b

@@ -49,8 +49,9 @@ def inputs_path(folder: str | os.PathLike, exercise: str) -> Path:
 
 
 def outputs_paths(folder: str | os.PathLike, exercise: str) -> tuple[Path, Path]:
-    base = Path(folder) / "outputs" / _checked_id(exercise)
-    return base.with_suffix(".npz"), base.with_suffix(".json")
+    folder = Path(folder) / "outputs"
+    name = _checked_id(exercise)  # "5.4": with_suffix would make it "5.npz"
+    return folder / f"{name}.npz", folder / f"{name}.json"
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

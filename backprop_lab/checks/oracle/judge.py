@@ -452,6 +452,7 @@ def _judge(spec: Spec, cases: list[Case], large: Case | None, arrays: dict, reco
     # bugs whose variant reproduces the whole answer (every output) come first
     whole = [b for b in spec.bugs if b.variant is not None and _explains_all(b, spec, cases, gots)]
     diagnosis: list[str] = []
+    explained: dict[str, list[str]] = {}  # bug sentence -> the outputs it explains
     for name in spec.order():
         if right[name]:
             continue
@@ -469,9 +470,15 @@ def _judge(spec: Spec, cases: list[Case], large: Case | None, arrays: dict, reco
             near = _closeness(spec, cases, gots, name)
             if near is not None:
                 text = f"{text} {near}"
-            diagnosis.append(text if len(spec.outputs) == 1 else f"{name}: {text}")
+            if text not in explained:
+                explained[text] = []
+                diagnosis.append(text)  # a placeholder, named below
+            explained[text].append(name)
         else:
             diagnosis.append(_facts(spec, cases, gots, name))
+    # one bug that explains several outputs is said once, where the first of them stands
+    if len(spec.outputs) > 1:
+        diagnosis = [f"{', '.join(explained[d])}: {d}" if d in explained else d for d in diagnosis]
     diagnosis = list(dict.fromkeys(diagnosis))
 
     mutated = sorted({m for r in recs for m in (r.get("mutated") or [])})
@@ -518,7 +525,7 @@ def _judge(spec: Spec, cases: list[Case], large: Case | None, arrays: dict, reco
         if multi:
             lines.append(f"  {label}: {summary}.")
         lines += [f"  {d}" for d in diagnosis]
-        if multi and 0 < n_right:
+        if multi and spec.backward_order and 0 < n_right:
             first = next(r["name"] for r in rows if not r["right"])
             if not rows[0]["right"] or first != rows[0]["name"]:
                 lines.append(

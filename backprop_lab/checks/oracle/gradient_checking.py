@@ -197,7 +197,7 @@ register(
         reference=lambda c: (float(c.bad), float(c.input)),
         driver="find_wrong",
         rtol=0.0,
-        atol=0.0,
+        atol=1e-12,
         bugs=[
             Bug(
                 "first input only",

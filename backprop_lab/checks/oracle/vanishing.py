@@ -66,7 +66,7 @@ register(
         driver="homogeneous_activation",
         signature="preserving_std(phi, fan_in, fan_out)",
         rtol=2e-3,
-        atol=0.0,
+        atol=1e-12,
         bugs=[
             Bug(
                 "phi ignored",
@@ -170,7 +170,7 @@ register(
         draw=_draw_predict,
         reference=lambda c: measure_ratio(c.kind, c.depth, c.gain),
         rtol=0.5,
-        atol=0.0,
+        atol=1e-12,
         bugs=[
             Bug(
                 "ReLU's half ignored",
@@ -282,7 +282,7 @@ register(
         draw=_draw_dead,
         reference=lambda c: tuple(m.astype(float) for m in c.masks),
         rtol=0.0,
-        atol=0.0,
+        atol=1e-12,
         bugs=[
             Bug(
                 "strict inequality",

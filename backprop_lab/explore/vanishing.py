@@ -215,10 +215,11 @@ def _exponent_label(v: float) -> str:
 
 
 def plot_profile_heatmap(grid: dict[tuple[str, str], dict[str, np.ndarray]], clip: float = 8.0):
-    """Two heatmaps, one row per (activation, initialisation), one column per layer.
+    """Two heatmaps, one above the other; one row per (activation, initialisation), one
+    column per layer.
 
-    Left: log10 of the root-mean-square activation, labelled with its value at the last
-    layer. Right: log10 of ``||dL/dh_l||`` relative to the top layer's, labelled with its
+    Top: log10 of the root-mean-square activation, labelled with its value at the last
+    layer. Bottom: log10 of ``||dL/dh_l||`` relative to the top layer's, labelled with its
     value at layer 1. Colours saturate at +-``clip``; the labels give the exact exponents.
     """
     import matplotlib.pyplot as plt
@@ -227,10 +228,10 @@ def plot_profile_heatmap(grid: dict[tuple[str, str], dict[str, np.ndarray]], cli
     act = np.array([_log10(grid[k]["act_rms"]) for k in keys])
     gn = np.array([_log10(grid[k]["grad_norm"]) - _log10(grid[k]["grad_norm"][-1:]) for k in keys])
     depth = act.shape[1]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 0.3 * len(keys) + 1.5), sharey=True)
+    fig, axes = plt.subplots(2, 1, figsize=(6.8, 0.5 * len(keys) + 1.4), sharex=True)
     panels = [
-        (axes[0], act, "log10 rms activation of $h_l$", -1, depth - 0.3, "right"),
-        (axes[1], gn, rf"log10 $\|\bar h_l\| / \|\bar h_{{{depth}}}\|$", 0, 1.3, "left"),
+        (axes[0], act, "log10 of the rms activation of $h_l$", -1, depth - 0.3, "right"),
+        (axes[1], gn, rf"log10 of $\|\bar h_l\| / \|\bar h_{{{depth}}}\|$", 0, 1.3, "left"),
     ]
     for ax, data, title, col, x_text, align in panels:
         shown = np.clip(np.nan_to_num(data, posinf=clip, neginf=-clip), -clip, clip)
@@ -239,13 +240,13 @@ def plot_profile_heatmap(grid: dict[tuple[str, str], dict[str, np.ndarray]], cli
         for r, row in enumerate(data):
             v = row[col]
             dark = not np.isfinite(v) or abs(v) > clip / 2
-            ax.text(x_text, r, _exponent_label(v), va="center", ha=align, fontsize=7.5,
+            ax.text(x_text, r, _exponent_label(v), va="center", ha=align, fontsize=8,
                     color="white" if dark else "black")  # fmt: skip
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel("layer l (input side on the left)")
+        ax.set_yticks(range(len(keys)))
+        ax.set_yticklabels([f"{a}, {i}" for a, i in keys], fontsize=8)
         fig.colorbar(im, ax=ax, fraction=0.04, pad=0.02)
-    axes[0].set_yticks(range(len(keys)))
-    axes[0].set_yticklabels([f"{a}, {i}" for a, i in keys], fontsize=8)
+    axes[1].set_xlabel("layer l (input side on the left)")
     fig.tight_layout()
     return fig
 

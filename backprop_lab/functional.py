@@ -7,20 +7,26 @@ rule lives in the registry and nowhere else. ``__all__`` lists the public ops.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
-from .ops import _ON_REGISTER, REGISTRY, Op
+from .ops import _BUILTIN, _ON_REGISTER, REGISTRY, Op
 from .tensor import Tensor, _constant, binary_call
 
 __all__: list[str] = []
 
 
 def _install(op: Op) -> None:
-    """Make ``op``'s function public and attach its Tensor methods and operators."""
-    if op.public:
+    """Attach ``op``'s Tensor methods and operators; a built-in op's function is also
+    public (``bl.<name>``). An op registered later (in a notebook) is called as itself:
+    ``softplus(x)``, or ``bl.apply(softplus, x)``."""
+    if op.public and op.name in _BUILTIN:
         globals()[op.name] = op.function
         if op.name not in __all__:
             __all__.append(op.name)
+        package = sys.modules.get("backprop_lab")
+        if package is not None and hasattr(package, op.name):  # replaced with replace=True
+            setattr(package, op.name, op.function)
     for method in op.methods:
         setattr(Tensor, method, op.function)
     for i, dunder in enumerate(op.operators):
@@ -32,7 +38,7 @@ def _install(op: Op) -> None:
 
 for _op in list(REGISTRY.values()):
     _install(_op)
-_ON_REGISTER.append(_install)  # ops registered later (in a notebook) are installed too
+_ON_REGISTER.append(_install)  # ops registered later are installed too
 
 
 # --------------------------------------------------------------------------------------

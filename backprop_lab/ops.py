@@ -455,8 +455,7 @@ def _pow_dx(xp: Any, x: Any, y: Any) -> Any:
     """d(x^y)/dx = y x^(y-1), and 0 where y = 0 (so d(x^0)/dx = 0 at x = 0, not 0 * inf)."""
     if isinstance(y, (int, float)):
         return y * x ** (y - 1) if y != 0 else xp.zeros_like(x)
-    yx = y * x ** (y - 1)
-    return xp.where(y == 0, xp.zeros_like(yx), yx)
+    return y * x ** (y - xp.astype(y != 0, y.dtype))  # y = 0: 0 * x^0, never 0 * inf
 
 
 def _pow_dy(xp: Any, x: Any, y: Any, z: Any) -> Any:
@@ -1199,10 +1198,9 @@ class cross_entropy:
         s = xp.sum(e, axis=1, keepdims=True)
         logp = shifted - xp.log(s)
         n = logits.shape[0]
-        loss = -xp.sum(y * logp) / n
-        if bool(xp.isnan(loss)):  # a -inf logit of a class with target 0 contributes 0,
-            safe = xp.where(y != 0, y * logp, xp.zeros_like(logp))  # not 0 * -inf = nan
-            loss = -xp.sum(safe) / n
+        # where(), not y * logp: a -inf logit of a class with target 0 contributes 0, not nan
+        picked = xp.where(y != 0, logp, 0.0)
+        loss = -xp.sum(picked if labels.ndim == 1 else y * picked) / n
         ysum = None if labels.ndim == 1 else xp.sum(y, axis=1, keepdims=True)
         return loss, (e / s, y, n, ysum)
 

@@ -15,6 +15,7 @@ functions below (``bl.exp``, ``bl.sum``, ...) are generated from it.
 from . import data, functional, nn, optim
 from . import trace as _trace_module  # noqa: F401 - the old path, loaded before bl.trace is bound
 from .backend import BackendError, backend_info, to_numpy, use_backend
+from .compile import CompileError, compile
 from .gradcheck import GradcheckError, GradcheckReport, gradcheck
 from .instrument.anomaly import AnomalyError, detect_anomaly
 from .instrument.checkpoint import checkpoint, checkpoint_sequential
@@ -53,6 +54,7 @@ __all__ = [
     "AnomalyError",
     "AxisError",
     "BackendError",
+    "CompileError",
     "DtypeError",
     "GradcheckError",
     "GradcheckReport",
@@ -69,6 +71,7 @@ __all__ = [
     "backend_info",
     "checkpoint",
     "checkpoint_sequential",
+    "compile",
     "count",
     "detect_anomaly",
     "draw_graph",

@@ -24,7 +24,7 @@ def _install(op: Op) -> None:
         globals()[op.name] = op.function
         if op.name not in __all__:
             __all__.append(op.name)
-        package = sys.modules.get("backprop_lab")
+        package = sys.modules.get(__package__)
         if package is not None and hasattr(package, op.name):  # replaced with replace=True
             setattr(package, op.name, op.function)
     for method in op.methods:

@@ -254,17 +254,18 @@ class Tensor:
         that would read the old values raises :class:`InPlaceError` instead."""
         mode = _MODE.get()
         if mode.recorder is not None:
-            mode.recorder.raw_access(self, "read .data")
+            return mode.recorder.raw_access(self, "read .data")
         return self._data
 
     @data.setter
     def data(self, value: Any) -> None:
+        current = self._data
         mode = _MODE.get()
         if mode.recorder is not None:
-            mode.recorder.raw_access(self, "assign .data")
-        if value is self._data:  # x.data -= ..., x.data *= ...: changed in place
-            _note_in_place_change(self)
+            current = mode.recorder.raw_access(self, "assign .data")
         self._data = value
+        if value is current:  # x.data -= ..., x.data *= ...: changed in place
+            _note_in_place_change(self)
 
     @property
     def name(self) -> str | None:
@@ -316,10 +317,10 @@ class Tensor:
     # -- Python numbers, truth values and containers (as NumPy) -------------------------
     def numpy(self) -> Any:
         """The values as a NumPy array on the host (a copy for GPU backends)."""
-        return to_numpy(self._host_value("numpy()"))
+        return to_numpy(self._host_array("numpy()"))
 
     def __array__(self, dtype=None, copy=None):
-        out = to_numpy(self._host_value("conversion to a NumPy array"))
+        out = to_numpy(self._host_array("conversion to a NumPy array"))
         return out.astype(dtype) if dtype is not None else out
 
     def item(self) -> Any:
@@ -330,7 +331,7 @@ class Tensor:
                 f"{self.shape} ({self.size} elements). Reduce it first (t.sum(), t.mean(), "
                 "t.max()) or index one element (t[0, 1])."
             )
-        return to_numpy(self._host_value("item()")).item()
+        return self._scalar("item()")
 
     def __float__(self) -> float:
         return float(self._scalar("float()"))
@@ -349,12 +350,15 @@ class Tensor:
                 "Reduce it first, e.g. bool((a == b).numpy().all()), (a < b).numpy().any(), "
                 "or compare one element: a[0] < b[0]."
             )
-        return to_numpy(self._host_value(what)).item()
+        mode = _MODE.get()
+        if mode.recorder is not None:  # a Python decision on a value: a guard
+            return mode.recorder.scalar(self)
+        return to_numpy(self._data).item()
 
-    def _host_value(self, what: str) -> Any:
+    def _host_array(self, what: str) -> Any:
         mode = _MODE.get()
         if mode.recorder is not None:
-            return mode.recorder.host_value(self, what)
+            return mode.recorder.raw_access(self, what)
         return self._data
 
     def __len__(self) -> int:
@@ -617,6 +621,8 @@ def apply(op, *args: Any, **params: Any) -> Tensor:
         seconds = perf_counter() - t0
         for listener in listeners:
             listener.on_forward(op, node, args, result, params, seconds)
+    if mode.recorder is not None:
+        mode.recorder.created.append(result)
     return result
 
 
@@ -940,6 +946,8 @@ def backward(root: Tensor, upstream: Any = None, retain_graph: bool = False) -> 
         if leaf.grad is None:
             leaf.grad = _owned(lxp, lg, seen)
         else:
+            if _MODE.get().recorder is not None:
+                _MODE.get().recorder.unsupported("backward added into a .grad that was not None")
             leaf.grad = leaf.grad + lg
         if listeners:
             for listener in listeners:
@@ -949,6 +957,9 @@ def backward(root: Tensor, upstream: Any = None, retain_graph: bool = False) -> 
 def _run_hooks(hooks: list[Callable], g: Any, owner: Any) -> Any:
     """Call each hook on a read-only ``g``; a returned array replaces it (and is copied
     first, since the hook's author may keep it)."""
+    recorder = _MODE.get().recorder
+    if recorder is not None:
+        recorder.unsupported("gradient hooks")
     for hook in hooks:
         flags = getattr(g, "flags", None)
         if flags is not None and flags.writeable:
@@ -1006,7 +1017,7 @@ def backpropagate(
                 "need to backpropagate through the same graph twice, or run the forward "
                 "pass again."
             )
-        if node.seq < last_change:
+        if node.seq < last_change:  # check: values this node saved changed since
             _check_saved_unchanged(node)
         if node.hooks:
             g = _run_hooks(node.hooks, g, node)

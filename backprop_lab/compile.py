@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from . import backend
-from .tensor import Tensor, _constant, current_mode, mode_changed
+from .tensor import Tensor, _constant, current_mode, mode_changed, recording_data_access
 
 __all__ = ["compile", "CompiledFunction", "CompileError", "Traced"]
 
@@ -621,7 +621,7 @@ class CompiledFunction:
                 traced_leaves.append(x)
         call_args, call_kwargs = _unflatten(tree, traced_leaves)
         try:
-            with mode_changed(recorder=rec):
+            with recording_data_access(), mode_changed(recorder=rec):
                 result = self.fn(*call_args, **call_kwargs)
             entry = self._finish(rec, result, leaves)
         finally:

@@ -1107,9 +1107,9 @@ class log_softmax:
         return t - xp.sum(t * xp.exp(out), axis=axis, keepdims=True)
 
 
-def _targets(xp: Any, labels: Any, logits: Any) -> Any:
-    """One-hot rows from integer class labels (N,), or probability rows (N, C) as given;
-    labels that do not fit are refused here, naming the first bad value."""
+def _targets(xp: Any, labels: Any, logits: Any) -> tuple[Any, Any]:
+    """``(Y, Y != 0)``: one-hot rows from integer class labels (N,), or probability rows
+    (N, C) as given; labels that do not fit are refused here, naming the first bad one."""
     n, c = logits.shape
     if labels.ndim == 2:
         if tuple(labels.shape) != (n, c):
@@ -1123,34 +1123,37 @@ def _targets(xp: Any, labels: Any, logits: Any) -> Any:
                 "cross_entropy: target probabilities must be non-negative and finite; "
                 f"found {_first_bad(xp, y, ~(y >= 0))}"
             )
-        return y
+        return y, y != 0
     if tuple(labels.shape) != (n,):
         raise ShapeError(
             f"cross_entropy: labels have shape {tuple(labels.shape)}, but the logits have "
             f"{n} rows; give one integer class label per row, shape ({n},)"
         )
-    kind = dtype_kind(xp, labels.dtype)
-    if kind not in "iuf":
+    if dtype_kind(xp, labels.dtype) not in "iuf":
         raise LabelError(
             f"cross_entropy: labels have dtype {labels.dtype}; class labels must be integers "
             f"0..{c - 1}"
         )
-    if kind == "f":
-        whole = xp.floor(labels) == labels
-        if not bool(xp.all(whole)):
-            raise LabelError(
-                f"cross_entropy: class labels must be whole numbers 0..{c - 1}, but "
-                f"{_first_bad(xp, labels, ~whole)} is not; for soft targets pass "
-                f"probabilities of shape ({n}, {c})"
-            )
-    if n and (bool(xp.min(labels) < 0) or bool(xp.max(labels) >= c)):
-        bad = (labels < 0) | (labels >= c)
+    hit = xp.reshape(labels, (n, 1)) == xp.arange(c, **device_kwargs(labels))
+    y = xp.astype(hit, logits.dtype)
+    if bool(xp.sum(y) != n):  # a label that is no class: negative, too large, or 1.5
+        _refuse_labels(xp, labels, c)
+    return y, hit
+
+
+def _refuse_labels(xp: Any, labels: Any, c: int) -> None:
+    whole = xp.floor(labels) == labels if dtype_kind(xp, labels.dtype) == "f" else None
+    if whole is not None and not bool(xp.all(whole)):
         raise LabelError(
-            f"cross_entropy: label {_first_bad(xp, labels, bad)} is out of range for "
-            f"{c} classes (labels must be 0..{c - 1})"
+            f"cross_entropy: class labels must be whole numbers 0..{c - 1}, but "
+            f"{_first_bad(xp, labels, ~whole)} is not; for soft targets pass "
+            f"probabilities of shape ({labels.shape[0]}, {c})"
         )
-    classes = xp.arange(c, **device_kwargs(labels))
-    return xp.astype(xp.reshape(labels, (n, 1)) == classes, logits.dtype)
+    bad = (labels < 0) | (labels >= c)
+    raise LabelError(
+        f"cross_entropy: label {_first_bad(xp, labels, bad)} is out of range for "
+        f"{c} classes (labels must be 0..{c - 1})"
+    )
 
 
 def _first_bad(xp: Any, values: Any, bad: Any) -> str:
@@ -1192,14 +1195,14 @@ class cross_entropy:
                 f"cross_entropy: logits must be 2-D (N examples, C classes), got shape "
                 f"{tuple(logits.shape)}; reshape a single example with x.reshape(1, -1)"
             )
-        y = _targets(xp, labels, logits)
+        y, nonzero = _targets(xp, labels, logits)
         shifted = logits - xp.max(logits, axis=1, keepdims=True)
         e = xp.exp(shifted)
         s = xp.sum(e, axis=1, keepdims=True)
         logp = shifted - xp.log(s)
         n = logits.shape[0]
         # where(), not y * logp: a -inf logit of a class with target 0 contributes 0, not nan
-        picked = xp.where(y != 0, logp, 0.0)
+        picked = xp.where(nonzero, logp, 0.0)
         loss = -xp.sum(picked if labels.ndim == 1 else y * picked) / n
         ysum = None if labels.ndim == 1 else xp.sum(y, axis=1, keepdims=True)
         return loss, (e / s, y, n, ysum)
@@ -1212,7 +1215,7 @@ class cross_entropy:
 
     def jvp(xp, tangents, inputs, out):
         logits, labels = inputs
-        y = _targets(xp, labels, logits)
+        y, _ = _targets(xp, labels, logits)
         p = _softmax(xp, logits, 1)
         if labels.ndim == 2:
             p = p * xp.sum(y, axis=1, keepdims=True)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextvars
 import itertools
+import threading
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -240,32 +241,16 @@ class Tensor:
     __array_ufunc__ = None  # make NumPy defer to our reflected operators (ndarray * Tensor)
 
     def __init__(self, data: Any, requires_grad: bool = False, _node: Node | None = None):
-        # _tangent, _hooks and _name stay unset until used (read with getattr defaults).
+        # _tangent and _name stay unset until used (read with getattr defaults); outputs
+        # of ops (made without __init__) leave _hooks unset too: they keep hooks on the node.
         self._data = data
         self.grad = None
         self.requires_grad = requires_grad
         self._node = _node
+        self._hooks = None
 
     # -- the values ---------------------------------------------------------------------
-    @property
-    def data(self) -> Any:
-        """The backend array. Assigning to it (``t.data = ...``, ``t.data -= ...``) is how
-        parameters are updated; an in-place change is remembered, so a backward pass
-        that would read the old values raises :class:`InPlaceError` instead."""
-        mode = _MODE.get()
-        if mode.recorder is not None:
-            return mode.recorder.raw_access(self, "read .data")
-        return self._data
-
-    @data.setter
-    def data(self, value: Any) -> None:
-        current = self._data
-        mode = _MODE.get()
-        if mode.recorder is not None:
-            current = mode.recorder.raw_access(self, "assign .data")
-        self._data = value
-        if value is current:  # x.data -= ..., x.data *= ...: changed in place
-            _note_in_place_change(self)
+    # ``data`` is a property, so that ``t.data -= ...`` is seen (see _plain_data below)
 
     @property
     def name(self) -> str | None:
@@ -436,6 +421,58 @@ class Tensor:
 
 # NumPy functions that would call a Tensor method of the same name (with NumPy's keywords)
 _METHOD_FUNCTIONS = {"sum", "mean", "max", "amax", "reshape", "transpose"}
+
+
+def _get_data(self: Tensor) -> Any:
+    return self._data
+
+
+def _set_data(self: Tensor, value: Any) -> None:
+    in_place = value is self._data  # x.data -= ..., x.data *= ...: changed in place
+    self._data = value
+    if in_place:
+        _note_in_place_change(self)
+
+
+def _get_data_recording(self: Tensor) -> Any:
+    recorder = _MODE.get().recorder
+    if recorder is not None:
+        return recorder.raw_access(self, "read .data")
+    return self._data
+
+
+def _set_data_recording(self: Tensor, value: Any) -> None:
+    recorder = _MODE.get().recorder
+    current = self._data if recorder is None else recorder.raw_access(self, "assign .data")
+    self._data = value
+    if value is current:
+        _note_in_place_change(self)
+
+
+_DATA_DOC = """The backend array. Assigning to it (``t.data = ...``, ``t.data -= ...``) is how
+parameters are updated; an in-place change is remembered, so a backward pass that would
+read the old values raises :class:`InPlaceError` instead."""
+_plain_data = property(_get_data, _set_data, doc=_DATA_DOC)
+_recording_data = property(_get_data_recording, _set_data_recording, doc=_DATA_DOC)
+Tensor.data = _plain_data
+_recordings = [0]
+_recordings_lock = threading.Lock()
+
+
+@contextmanager
+def recording_data_access() -> Iterator[None]:
+    """While any thread records a bl.compile program, ``t.data`` asks whether its own
+    thread is recording (the plain property, used otherwise, does not have to)."""
+    with _recordings_lock:
+        _recordings[0] += 1
+        Tensor.data = _recording_data
+    try:
+        yield
+    finally:
+        with _recordings_lock:
+            _recordings[0] -= 1
+            if not _recordings[0]:
+                Tensor.data = _plain_data
 
 
 def _tensors_in(obj: Any) -> list[Tensor]:
@@ -710,8 +747,10 @@ def binary_call(op, swap: bool = False) -> Callable[[Any, Any], Tensor]:
             b, py = y, None
         else:
             return apply(op, x, y)
-        tf = type(first)
-        xp = NUMPY if tf is NUMPY_ARRAY else (_NS_BY_TYPE.get(tf) or namespace_of(first))
+        if type(first) is NUMPY_ARRAY:
+            xp = NUMPY
+        else:
+            xp = _NS_BY_TYPE.get(type(first)) or namespace_of(first)
         try:
             out, saved = op.forward(xp, a, b)
         except EngineError:
@@ -1004,6 +1043,7 @@ def backpropagate(
     mode = _MODE.get()
     listeners = mode.listeners
     last_change = _last_change
+    stop = () if targets is None else targets
     node.grad = g
     heap: list[tuple[int, Node]] = []
     while True:
@@ -1031,9 +1071,9 @@ def backpropagate(
             grads = node.op.vjp(node.xp, g, node.saved, node.needs)
         best = None  # the newly reached node created last: usually the next one to run
         for parent, pg in zip(parents, grads):
-            if parent is None or pg is None:
+            if pg is None or parent is None:
                 continue
-            if parent.__class__ is Node and (targets is None or parent not in targets):
+            if parent.__class__ is Node and parent not in stop:
                 if parent.grad is None:
                     parent.grad = pg
                     if best is None:
@@ -1048,7 +1088,7 @@ def backpropagate(
                         for listener in listeners:
                             listener.on_accumulate(parent, parent.grad, pg)
                     parent.grad = parent.grad + pg
-            elif targets is None or parent in targets:
+            elif not stop or parent in stop:
                 prev = leaf_grads.get(parent)
                 if prev is None:
                     leaf_grads[parent] = pg

@@ -85,3 +85,38 @@ def _in_place(symbol: str, dunder: str):
 for _sym, _dunder in (("+=", "__add__"), ("-=", "__sub__"), ("*=", "__mul__"),
                       ("/=", "__truediv__"), ("**=", "__pow__"), ("@=", "__matmul__")):  # fmt: skip
     setattr(Tensor, f"__i{_dunder[2:]}", _in_place(_sym, _dunder))
+
+
+# --------------------------------------------------------------------------------------
+# NumPy ufuncs meeting a Tensor
+# --------------------------------------------------------------------------------------
+# ``ndarray * t`` calls np.multiply(ndarray, t): that is the reflected operator, and runs the
+# engine's op. Any other ufunc on a tensor that requires grad is refused with the bl.*
+# function to use (NumPy would compute the values and silently drop the gradient).
+_BINARY_UFUNCS = {"add": "add", "subtract": "sub", "multiply": "mul", "divide": "div",
+                  "true_divide": "div", "power": "pow", "matmul": "matmul",
+                  "maximum": "maximum"}  # fmt: skip
+_COMPARISONS = {"less", "less_equal", "greater", "greater_equal", "equal", "not_equal"}
+
+
+def _array_ufunc(self: Tensor, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+    name = getattr(ufunc, "__name__", str(ufunc))
+    if method == "__call__" and not kwargs and len(inputs) == 2:
+        if name in _BINARY_UFUNCS:
+            return REGISTRY[_BINARY_UFUNCS[name]].function(*inputs)
+        if name in _COMPARISONS:
+            a, b = (i._data if type(i) is Tensor else i for i in inputs)
+            return _constant(ufunc(a, b))
+    if any(type(i) is Tensor and i.requires_grad for i in inputs):
+        op = {"negative": "neg"}.get(name, name)
+        alt = f"bl.{op}(t)" if op in REGISTRY and REGISTRY[op].public else "the bl.* functions"
+        raise TypeError(
+            f"np.{name} was called on a Tensor that requires grad. NumPy does not record the "
+            f"graph, so its result would carry no gradient. Use {alt} (or a Tensor operator) "
+            f"instead, or np.{name}(t.numpy()) if you only want the values."
+        )
+    host = [i._data if type(i) is Tensor else i for i in inputs]
+    return getattr(ufunc, method)(*host, **kwargs)
+
+
+Tensor.__array_ufunc__ = _array_ufunc

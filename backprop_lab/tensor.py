@@ -238,7 +238,7 @@ class Tensor:
     """
 
     __slots__ = ("_data", "grad", "requires_grad", "_node", "_tangent", "_hooks", "_name")
-    __array_ufunc__ = None  # make NumPy defer to our reflected operators (ndarray * Tensor)
+    __array_ufunc__ = None  # NumPy defers to Tensor (functional.py makes ndarray * t an op)
 
     def __init__(self, data: Any, requires_grad: bool = False, _node: Node | None = None):
         # _tangent and _name stay unset until used (read with getattr defaults); outputs
@@ -1044,11 +1044,17 @@ def backpropagate(
     listeners = mode.listeners
     last_change = _last_change
     stop = () if targets is None else targets
+    # Sums this pass made itself may be added to in place (nothing else holds them); with
+    # a listener (which keeps references to what it was shown) or while bl.compile records,
+    # every sum is a new array.
+    sums: set[int] | None = set() if mode.plain else None
     node.grad = g
     heap: list[tuple[int, Node]] = []
     while True:
         g = node.grad
         node.grad = None
+        if sums:
+            sums.discard(id(g))  # the VJP may hand g on as it is: no longer ours alone
         parents = node.parents
         if parents is None:
             raise GraphFreedError(
@@ -1087,7 +1093,7 @@ def backpropagate(
                     if listeners:
                         for listener in listeners:
                             listener.on_accumulate(parent, parent.grad, pg)
-                    parent.grad = parent.grad + pg
+                    parent.grad = _accumulate(parent.grad, pg, sums)
             elif not stop or parent in stop:
                 prev = leaf_grads.get(parent)
                 if prev is None:
@@ -1096,7 +1102,7 @@ def backpropagate(
                     if listeners:
                         for listener in listeners:
                             listener.on_accumulate(parent, prev, pg)
-                    leaf_grads[parent] = prev + pg
+                    leaf_grads[parent] = _accumulate(prev, pg, sums)
         if not retain_graph:
             node.parents = None
             node.saved = None
@@ -1112,6 +1118,20 @@ def backpropagate(
             node = heappop(heap)[1]
         else:
             return leaf_grads
+
+
+def _accumulate(total: Any, part: Any, sums: set[int] | None) -> Any:
+    """``total + part`` (fan-out), in place when ``total`` is a sum this pass made and
+    still holds alone (``sums``: their ids; a sum leaves it when a VJP receives it)."""
+    if sums is not None and id(total) in sums:
+        if part.shape == total.shape and part.dtype == total.dtype:
+            total += part
+            return total
+        sums.discard(id(total))
+    out = total + part
+    if sums is not None:
+        sums.add(id(out))
+    return out
 
 
 def zero_grad(*tensors_or_modules: Any) -> None:

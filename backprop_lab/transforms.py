@@ -228,6 +228,12 @@ def jvp(
     Each op applies its JVP rule to the tangents of its inputs as the forward pass runs;
     no graph is recorded and no backward pass happens.
     """
+    for what, seq in (("primals", primals), ("tangents", tangents)):
+        if not isinstance(seq, (tuple, list)):
+            raise TypeError(
+                f"jvp takes its {what} as a tuple, one entry per argument of f: "
+                f"bl.jvp(f, (x,), (v,)), not a {type(seq).__name__}"
+            )
     if len(primals) != len(tangents):
         raise ValueError(
             f"jvp: got {len(primals)} primals but {len(tangents)} tangents; give one tangent "

@@ -78,3 +78,23 @@ def test_checkpoint_of_a_captured_activation_used_after_it():
     from test_redteam_engine import test_checkpoint_of_a_captured_activation_used_elsewhere
 
     test_checkpoint_of_a_captured_activation_used_elsewhere(other_use_first=False)
+
+
+def test_fan_out_sums_are_not_shared_with_other_inputs():
+    # d = a + b reaches the add node as a sum (two uses of d); add hands the same array to
+    # both inputs; a then receives more, and b's gradient must not change with it.
+    a, b = t([1.0, 2.0]), t([3.0, 4.0])
+    d = a + b
+    y = (d * 2.0).sum() + (d * 3.0).sum() + (a * 7.0).sum()
+    y.backward()
+    np.testing.assert_array_equal(b.grad, [5.0, 5.0])
+    np.testing.assert_array_equal(a.grad, [12.0, 12.0])
+
+
+def test_leaf_sums_over_many_uses():
+    w = t([1.0, 2.0])
+    y = w * 0.0
+    for k in range(1, 6):
+        y = y + w * float(k)
+    y.sum().backward()
+    np.testing.assert_array_equal(w.grad, [15.0, 15.0])

@@ -487,6 +487,18 @@ def test_numpy_sum_of_a_tensor():
     assert np.allclose(t([1.0, 2.0]), [1.0, 2.0])
 
 
+def test_numpy_ufunc_on_a_tensor_says_what_to_use():
+    with pytest.raises(TypeError, match=r"np\.exp.*bl\.exp\(t\)"):
+        np.exp(t([1.0, 2.0]))
+    y = np.array([2.0, 3.0]) * t([1.0, 1.0])  # the reflected operator still records
+    assert y.requires_grad
+
+
+def test_jvp_with_arrays_instead_of_tuples():
+    with pytest.raises(TypeError, match=r"bl\.jvp\(f, \(x,\), \(v,\)\)"):
+        bl.jvp(lambda x: x * 2.0, np.ones(2), np.ones(2))
+
+
 def test_argnums_out_of_range():
     with pytest.raises(ValueError, match=r"argnums=\(0, 1\).*argument 1.*1 argument"):
         bl.grad(lambda a, b=None: a.sum(), argnums=(0, 1))(np.ones(2))

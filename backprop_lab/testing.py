@@ -187,8 +187,10 @@ class OpCheck:
 
     def _repr_html_(self) -> str:
         color = "#1a7f37" if self.passed else "#cf222e"
-        head = (f"<p style='color:{color}'><b>{escape(self.summary())}</b></p><table>"
-                "<tr><th>#</th><th>inputs</th><th>property</th><th></th><th>detail</th></tr>")  # fmt: skip
+        columns = "".join(f"<th>{c}</th>" for c in ("#", "inputs", "property", "", "detail"))
+        head = (
+            f"<p style='color:{color}'><b>{escape(self.summary())}</b></p><table><tr>{columns}</tr>"
+        )
         body = "".join(
             f"<tr><td>{r.example}</td><td>{escape(r.shapes)}</td><td>{escape(r.check)}</td>"
             f"<td>{'&#10003;' if r.passed else '&#10007;'}</td><td>{escape(r.detail)}</td></tr>"

@@ -26,6 +26,7 @@ from .instrument.trace import Trace, trace
 from .instrument.widgets import replay_widget
 from .ops import REGISTRY, LabelError
 from .tensor import (
+    ArgumentError,
     AxisError,
     DtypeError,
     GraphFreedError,
@@ -52,6 +53,7 @@ __all__ = [
     "nn",
     "optim",
     "AnomalyError",
+    "ArgumentError",
     "AxisError",
     "BackendError",
     "CompileError",

@@ -40,6 +40,7 @@ import builtins
 import keyword
 import operator
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -542,13 +543,14 @@ class CompiledFunction:
     eager calls; :meth:`source` shows the program of the last recording."""
 
     MAX_GUARD_FAILURES = 3
+    MAX_SIGNATURES = 32  # programs kept per function; the least recently used goes first
 
     def __init__(self, fn: Callable[..., Any], fallback: bool = True) -> None:
         if not callable(fn):
             raise CompileError(f"bl.compile needs a function, got {type(fn).__name__}")
         self.fn = fn
         self.fallback = fallback
-        self.entries: dict[Any, _Entry] = {}
+        self.entries: OrderedDict[Any, _Entry] = OrderedDict()
         self.stats = {"recordings": 0, "replays": 0, "eager": 0}
         self._last: _Entry | None = None
         self.__name__ = getattr(fn, "__name__", "compiled")
@@ -564,6 +566,7 @@ class CompiledFunction:
         key = (tree, tuple(_leaf_key(x) for x in leaves), mode.grad_enabled)
         entry = self.entries.get(key)
         if entry is not None:
+            self.entries.move_to_end(key)
             if entry.program is None:
                 self.stats["eager"] += 1
                 return self.fn(*args, **kwargs)
@@ -627,6 +630,8 @@ class CompiledFunction:
         finally:
             rec.restore()
         self.entries[key] = entry
+        if len(self.entries) > self.MAX_SIGNATURES:
+            self.entries.popitem(last=False)
         self._last = entry
         if entry.program is None:
             message = (f"bl.compile({self.__name__}): this call ran eagerly and calls with "

@@ -33,7 +33,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .backend import device_kwargs, dtype_kind, scatter_add
-from .tensor import AxisError, EngineError, ShapeError, Tensor, apply, binary_call, unary_call
+from .tensor import (
+    ArgumentError,
+    AxisError,
+    EngineError,
+    ShapeError,
+    Tensor,
+    apply,
+    binary_call,
+    unary_call,
+)
 
 __all__ = ["Op", "REGISTRY", "register", "unbroadcast", "FLOP_KINDS", "LabelError"]
 
@@ -248,8 +257,8 @@ def _axis_type_error(op: str, axis: Any) -> Exception:
     if isinstance(axis, Tensor) or hasattr(axis, "shape"):
         hint = (" To compare two tensors elementwise use bl.maximum(x, y)." if op == "max"
                 else " The second argument is the axis, not another tensor.")  # fmt: skip
-    return TypeError(f"{op}: axis must be an int or a tuple of ints, not "
-                     f"{type(axis).__name__}.{hint}")  # fmt: skip
+    return ArgumentError(f"{op}: axis must be an int or a tuple of ints, not "
+                         f"{type(axis).__name__}.{hint}")  # fmt: skip
 
 
 def _axis(op: str, axis: Any, ndim: int) -> int:

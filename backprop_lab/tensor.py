@@ -41,6 +41,7 @@ from .backend import (
     NUMPY_ARRAY,
     BackendError,
     default_namespace,
+    dtype_kind,
     is_floating,
     namespace_of,
     to_numpy,
@@ -62,6 +63,7 @@ __all__ = [
     "ShapeError",
     "AxisError",
     "DtypeError",
+    "ArgumentError",
     "InPlaceError",
     "HookError",
     "HigherOrderError",
@@ -90,6 +92,10 @@ class AxisError(ShapeError, IndexError):
 
 class DtypeError(EngineError, TypeError):
     """A differentiable op or ``requires_grad`` met a non-floating dtype."""
+
+
+class ArgumentError(EngineError, TypeError):
+    """An op's argument has the wrong type (an axis that is not an int, say)."""
 
 
 class InPlaceError(EngineError, RuntimeError):
@@ -526,6 +532,11 @@ def tensor(data: Any, requires_grad: bool = False, dtype: Any = None) -> Tensor:
             f"bl.tensor could not turn {type(data).__name__} into an array ({exc}). "
             "Pass numbers, nested lists of equal length, or an array."
         ) from exc
+    if dtype_kind(xp, arr.dtype) not in "biufc":
+        raise TypeError(
+            f"bl.tensor needs numbers, but got {type(data).__name__} data that became an "
+            f"array of dtype {arr.dtype}. Pass numbers, nested lists of numbers, or an array."
+        )
     if requires_grad and not is_floating(xp, arr.dtype):
         raise DtypeError(
             f"requires_grad=True needs a floating dtype, but the data is {arr.dtype}. "

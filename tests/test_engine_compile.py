@@ -178,3 +178,10 @@ def test_accumulating_into_an_existing_grad_runs_eagerly(data):
     with pytest.warns(UserWarning, match="not None"):
         g = step(x, c)  # a new signature (x.grad set): eager, and it adds up
     np.testing.assert_array_equal(g, 2 * cv)
+
+
+def test_programs_per_function_are_bounded():
+    step = bl.compile(lambda x: (x * 2.0).sum(), fallback=False)
+    for n in range(1, 45):
+        step(bl.tensor(np.ones(n)))
+    assert len(step.entries) <= step.MAX_SIGNATURES

@@ -7,12 +7,13 @@ STAMP   := $(VENV)/.installed-stamp
 HOST    ?= 127.0.0.1
 PORT    ?= 8000
 
-.PHONY: setup book book-build serve lab test lint unit notebooks student-notebooks browser bench clean help
+.PHONY: setup book book-build student-book serve lab test lint unit notebooks student-notebooks browser normalize bench clean help
 
 help:
 	@echo "make book    - set up .venv, build the book (executing every chapter) and serve it on http://$(HOST):$(PORT)"
 	@echo "make lab     - set up .venv and open JupyterLab on notebooks/"
-	@echo "make test    - set up .venv and run every test (lint, unit/property, notebooks, grading, browser)"
+	@echo "make test    - set up .venv and run every test (lint, unit/property, notebooks, grading, site and JupyterLab in Chromium)"
+	@echo "make normalize - store notebooks/ the way JupyterLab saves them (run before committing a notebook)"
 	@echo "make bench   - run the performance benchmarks (prints ratios against a same-process baseline)"
 	@echo "make clean   - remove build output (keeps .venv)"
 
@@ -28,6 +29,10 @@ book-build: setup
 	$(BIN)/python scripts/build_book.py
 
 book: book-build serve
+
+# The student edition (no solutions; downloads give the released notebooks).
+student-book: setup
+	BOOK_EDITION=student $(BIN)/python scripts/build_book.py
 
 serve:
 	@test -f _build/html/index.html || { echo "No site in _build/html: run 'make book-build' first"; exit 1; }
@@ -50,9 +55,13 @@ notebooks: setup
 student-notebooks: setup
 	$(BIN)/python scripts/check_student_release.py
 
-browser: setup book-build
+# Site tests (both editions) and the JupyterLab test, in Debian's Chromium.
+browser: setup book-build student-book
 	$(BIN)/python scripts/setup_browser.py
-	$(BIN)/python -m pytest tests -m browser -q
+	$(BIN)/python -m pytest tests -m browser -q -p no:cacheprovider --durations=8
+
+normalize: setup
+	$(BIN)/python scripts/normalize_notebooks.py
 
 test: lint unit notebooks student-notebooks browser
 

@@ -22,6 +22,14 @@ Environment:
   Both editions share the execution cache.
 * ``BOOK_JOBS=1`` turns off the parallel execution of changed chapters (for example when a
   chapter times something and must not share the cores with another kernel).
+
+The build always sets ``BACKPROP_LAB_STATIC=1`` for the kernels that execute the chapters:
+:class:`backprop_lab.explorer.Explorer` then renders every combination of its controls into
+the page (no kernel needed on the site) instead of a live ipywidgets panel. The kernels also
+get ``IPYTHONDIR=_build/ipython``, whose startup file makes each inline figure record its
+smallest text size in the PNG (for the browser tests' text-size check). Because cached
+outputs depend on the library as well as on the cells, the execution cache is emptied
+whenever a file of ``backprop_lab/`` changes (jupyter-cache itself only looks at the cells).
 """
 
 from __future__ import annotations
@@ -43,6 +51,23 @@ VENDOR = ROOT / "book" / "_vendor"
 STATIC_VENDOR = VENDOR / "static" / "vendor"
 VERSIONS_FILE = STATIC_VENDOR / "VERSIONS.json"
 CACHE = ROOT / "_build" / ".jupyter_cache"
+LIBRARY_STAMP = ROOT / "_build" / ".jupyter_cache-library.sha256"
+# IPython folder of the kernels that execute the chapters; its startup file makes inline
+# figures record their smallest text size (PNG metadata read by tests/test_browser.py).
+KERNEL_IPYTHONDIR = ROOT / "_build" / "ipython"
+KERNEL_STARTUP = """\
+# Written by scripts/build_book.py for the kernels that execute the book's chapters.
+try:
+    from backprop_lab.explorer import record_figure_text_size
+
+    record_figure_text_size()
+except Exception as exc:  # the figures still work; the browser test reports the gap
+    import sys
+
+    print(f"backprop book: figure text sizes not recorded: {exc}", file=sys.stderr)
+"""
+# Read by backprop_lab.explorer: explorers precompute their views for the static site.
+STATIC_ENV = "BACKPROP_LAB_STATIC"
 CHAPTER_GLOB = "[0-9]*.ipynb"
 
 # npm package -> (pinned version, folder under _static/vendor/, files to copy from the tarball).
@@ -144,6 +169,49 @@ def preflight() -> list[Path]:
     if not chapters:
         print("build_book: notice: notebooks/ has no chapters yet (NN_slug.ipynb)", flush=True)
     return chapters
+
+
+def kernel_environment() -> dict[str, str]:
+    """Environment for the kernels that execute chapters (static explorers, figure text
+    sizes recorded); writes the IPython startup file it points at."""
+    startup = KERNEL_IPYTHONDIR / "profile_default" / "startup" / "00-backprop-book.py"
+    startup.parent.mkdir(parents=True, exist_ok=True)
+    if not startup.exists() or startup.read_text() != KERNEL_STARTUP:
+        startup.write_text(KERNEL_STARTUP)
+    return {STATIC_ENV: "1", "IPYTHONDIR": str(KERNEL_IPYTHONDIR)}
+
+
+def library_fingerprint() -> str:
+    """Digest of every source file of backprop_lab/ (and of the static-mode switch)."""
+    digest = hashlib.sha256(f"{STATIC_ENV}=1\n{KERNEL_STARTUP}".encode())
+    package = ROOT / "backprop_lab"
+    for path in sorted(package.rglob("*")):
+        if path.is_file() and path.suffix in (".py", ".txt", ".npz", ".json"):
+            digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def invalidate_stale_cache() -> None:
+    """Empty the execution cache when backprop_lab/ changed since it was filled.
+
+    jupyter-cache keys a notebook on its code cells only, so a chapter whose cells did not
+    change would otherwise keep outputs computed by an older library (an explorer drawn
+    as a live widget, a figure from a fixed bug).
+    """
+    current = library_fingerprint()
+    previous = LIBRARY_STAMP.read_text().strip() if LIBRARY_STAMP.exists() else None
+    if previous == current:
+        return
+    if CACHE.exists():
+        print(
+            "build_book: backprop_lab/ changed since the chapters were last executed: "
+            "emptying the execution cache (every chapter runs again)",
+            flush=True,
+        )
+        shutil.rmtree(CACHE)
+    LIBRARY_STAMP.parent.mkdir(parents=True, exist_ok=True)
+    LIBRARY_STAMP.write_text(current + "\n")
 
 
 # --------------------------------------------------------------------------------------
@@ -346,7 +414,7 @@ def run_build(edition: str) -> Path:
     print(f"build_book: {' '.join(cmd)}   (edition: {edition})", flush=True)
     log_path = ROOT / "_build" / (f"book-build-{edition}.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, BOOK_EDITION=edition, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, BOOK_EDITION=edition, PYTHONUNBUFFERED="1", **kernel_environment())
     lines: list[str] = []
     with subprocess.Popen(
         cmd,
@@ -387,9 +455,12 @@ def main() -> int:
         print(f"build_book: BOOK_EDITION must be 'student' or unset, not {edition!r}")
         return 2
     start = time.perf_counter()
+    # Kernels started by this process (pre_execute) and by jupyter-book inherit these.
+    os.environ.update(kernel_environment())
     try:
         fetch_vendor()
         chapters = preflight()
+        invalidate_stale_cache()
         pre_execute(chapters)
         html = run_build(edition)
     except BuildError as exc:

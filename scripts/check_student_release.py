@@ -3,7 +3,8 @@
     .venv/bin/python scripts/check_student_release.py [--notebooks notebooks/] [--keep DIR]
 
 Releases every notebook in ``notebooks/`` to a temporary directory (``backprop-lab release``),
-runs ``pytest --nbval-lax`` on the result with JUnit XML, and compares the failing items with
+runs ``pytest --nbval-lax`` on the result with JUnit XML and ``BACKPROP_LAB_STRICT=1`` (so a
+failing check raises instead of printing its feedback), and compares the failing items with
 the check cells (``Cell N``, N counting code cells). Exit status 0 when they are exactly the
 check cells (or when there is no notebook at all, which it says), 1 otherwise.
 """
@@ -113,8 +114,11 @@ def _check(notebooks: Path, tmp: Path, timeout: int) -> int:
         "junit_logging=no",
         str(tmp / "release"),
     ]
-    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    # Strict practice mode: a failing check raises, so each unanswered exercise fails at its
+    # check cell (a student's own Run All shows the feedback and goes on instead).
+    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "BACKPROP_LAB_STRICT": "1"}
     env.pop("BACKPROP_LAB_SEED", None)
+    env.pop("BACKPROP_LAB_CHECK_DIR", None)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp)
     if not junit.exists():
         print(proc.stdout[-3000:], proc.stderr[-3000:])

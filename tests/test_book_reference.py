@@ -74,3 +74,76 @@ def test_built_page_lists_every_op():
     for op in REGISTRY.values():
         assert f">{op.name}<" in page, f"{op.name} missing from {BUILT_PAGE}"
         assert op.vjp_formula.strip() in page, f"VJP of {op.name} missing from the page"
+
+
+# --------------------------------------------------------------------------------------
+# The rest of book/_ext/backprop_book.py, in a small Sphinx project
+# --------------------------------------------------------------------------------------
+def test_exercise_numbers_follow_label_or_enumerator():
+    assert backprop_book.exercise_number("ex-4-2", None) == (4, 2)
+    assert backprop_book.exercise_number("ex-12-10", "12.10") == (12, 10)
+    assert backprop_book.exercise_number("my-label", None) is None
+    assert backprop_book.number_problem("ex-4-2", "4.2") is None
+    assert "disagrees" in backprop_book.number_problem("ex-4-2", "4.3")
+    assert "not like 4.2" in backprop_book.number_problem("ex-4-2", "four")
+
+
+def _sphinx_build(tmp_path, pages: dict[str, str], **env) -> tuple[Path, str]:
+    sphinx = pytest.importorskip("sphinx.cmd.build")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "conf.py").write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(ROOT / 'book' / '_ext')!r})\n"
+        "extensions = ['myst_parser', 'backprop_book']\n"
+        "myst_enable_extensions = ['colon_fence']\n"
+        "numfig = True\n"
+        "html_theme = 'basic'\n"
+    )
+    toc = "\n".join(name for name in pages if name != "index")
+    (src / "index.md").write_text(f"# Book\n\n```{{toctree}}\n{toc}\n```\n")
+    for name, text in pages.items():
+        (src / f"{name}.md").write_text(text)
+    out = tmp_path / "out"
+    warnings = tmp_path / "warnings.txt"
+    code = sphinx.build_main(["-q", "-b", "html", "-w", str(warnings), str(src), str(out)])
+    assert code == 0
+    return out, warnings.read_text()
+
+
+EXERCISES = """# Chapter {n}
+
+:::{{exercise}}
+:label: ex-{n}-1
+
+First.
+:::
+
+:::{{exercise}}
+:label: ex-{n}-2
+:enumerator: {n}.2
+
+Second.
+:::
+
+:::{{solution}} ex-{n}-2
+Answer.
+:::
+"""
+
+
+def test_exercises_show_chapter_numbers_in_a_build(tmp_path):
+    out, warnings = _sphinx_build(
+        tmp_path, {"c3": EXERCISES.format(n=3), "c4": EXERCISES.format(n=4)}
+    )
+    assert not warnings.strip(), warnings
+    page = (out / "c4.html").read_text()
+    assert "Exercise 4.1" in page and "Exercise 4.2" in page
+    assert "Solution to" in page and "Exercise 4.2</a>" in page
+    assert "Exercise 3" not in page  # not the book-wide count (3, 4)
+
+
+def test_enumerator_that_disagrees_with_the_label_is_reported(tmp_path):
+    text = EXERCISES.format(n=5).replace(":enumerator: 5.2", ":enumerator: 5.3")
+    _, warnings = _sphinx_build(tmp_path, {"c5": text})
+    assert "disagrees with the label" in warnings

@@ -148,7 +148,7 @@ def test_draw_gate_and_explorers_build():
     assert len(fig.axes) == 2
     pytest.importorskip("ipywidgets")
     assert len(ch05.gate_explorer().children) == 3
-    assert len(ch05.gain_explorer(depth=3).children) == 2
+    assert len(ch05.gain_explorer(depth=3).widget().children) == 3  # title, controls, view
 
 
 def test_layer_grad_norms_vanish_for_sigmoid_and_recover_with_gain():

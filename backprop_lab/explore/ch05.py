@@ -5,8 +5,9 @@
   the exercises ask the reader to write the same rules on arrays).
 * :func:`draw_gate`, :func:`gate_explorer`: a circuit picture with forward values and
   gradients, and an ipywidgets explorer around it.
-* :func:`layer_grad_norms`, :func:`gain_explorer`: the gradient norm reaching each layer of a
-  deep sigmoid/tanh/ReLU stack, as a function of the weight scale.
+* :func:`layer_grad_norms`, :func:`gain_figure`, :func:`gain_explorer`: the gradient norm
+  reaching each layer of a deep sigmoid/tanh/ReLU stack, as a function of the weight scale
+  (an :class:`backprop_lab.explorer.Explorer`).
 * :func:`dead_relu_run`: the dead-ReLU experiment on the digits.
 
 matplotlib and ipywidgets are imported only inside the functions that draw.
@@ -30,6 +31,7 @@ __all__ = [
     "draw_gate",
     "gate_explorer",
     "layer_grad_norms",
+    "gain_figure",
     "gain_explorer",
     "dead_relu_run",
 ]
@@ -170,34 +172,47 @@ def layer_grad_norms(
     return np.array([float(np.linalg.norm(np.asarray(gr))) for gr in grads])
 
 
+GAIN_GRID = [0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]
+
+
+def gain_figure(activation: str = "sigmoid", gain: float = 1.0, depth: int = 10) -> Any:
+    """Bar chart of ``||dL/dh_l||`` per layer (log scale) for one activation and gain."""
+    from matplotlib.figure import Figure
+
+    norms = layer_grad_norms(activation, depth=depth, gain=gain)
+    fig = Figure(figsize=(6.5, 3.2))
+    ax = fig.subplots()
+    ax.bar(range(1, depth + 1), norms, color="#4c78a8")
+    ax.set_yscale("log")
+    ax.set_ylim(min(1e-8, norms.min() / 3), max(1e6, norms.max() * 3))
+    ax.axhline(norms[-1], color="gray", lw=0.8, ls="--")
+    ax.set_xticks(range(1, depth + 1))
+    ax.tick_params(labelsize=9)
+    ax.set_xlabel("layer l (input side on the left)", fontsize=10)
+    ax.set_ylabel(r"$\|\partial L/\partial h_l\|$", fontsize=10)
+    ax.set_title(
+        f"{activation}, gain {gain:g}: layer 1 gets {norms[0] / norms[-1]:.2e} "
+        f"of layer {depth}'s gradient",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return fig
+
+
 def gain_explorer(depth: int = 10) -> Any:
-    """Sliders for the weight gain and a dropdown for the activation; bar chart of
-    ``||dL/dh_l||`` per layer (log scale). Default view drawn when the cell runs."""
-    import ipywidgets as w
-    import matplotlib.pyplot as plt
+    """Explorer: the weight gain (a slider over :data:`GAIN_GRID`) and the activation; bar
+    chart of ``||dL/dh_l||`` per layer (log scale), see :func:`gain_figure`."""
+    from backprop_lab.explorer import Explorer
 
-    act = w.Dropdown(options=["sigmoid", "tanh", "relu"], value="sigmoid", description="activation")
-    gain = w.FloatLogSlider(value=1.0, base=10, min=-1, max=1.3, step=0.05, description="gain")
+    def render(activation: str, gain: float) -> Any:
+        return gain_figure(activation, gain, depth=depth)
 
-    def show(activation: str, gain: float) -> None:
-        norms = layer_grad_norms(activation, depth=depth, gain=gain)
-        fig, ax = plt.subplots(figsize=(6, 2.8))
-        ax.bar(range(1, depth + 1), norms, color="#4c78a8")
-        ax.set_yscale("log")
-        ax.set_ylim(min(1e-8, norms.min() / 3), max(1e6, norms.max() * 3))
-        ax.axhline(norms[-1], color="gray", lw=0.8, ls="--")
-        ax.set_xlabel("layer l (input side on the left)")
-        ax.set_ylabel(r"$\|\partial L/\partial h_l\|$")
-        ax.set_title(
-            f"{activation}, gain {gain:.2f}: layer 1 gets {norms[0] / norms[-1]:.2e} "
-            f"of layer {depth}'s gradient",
-            fontsize=10,
-        )
-        fig.tight_layout()
-        plt.show()
-
-    out = w.interactive_output(show, {"activation": act, "gain": gain})
-    return w.VBox([w.HBox([act, gain]), out])
+    return Explorer(
+        render,
+        controls={"activation": ["sigmoid", "tanh", "relu"], "gain": GAIN_GRID},
+        value={"activation": "sigmoid", "gain": 1.0},
+        title=f"Gradient norm reaching each of {depth} layers",
+    )
 
 
 def dead_relu_run(

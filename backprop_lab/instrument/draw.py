@@ -71,22 +71,43 @@ class GraphModel:
                                "tip": tip or title}  # fmt: skip
 
 
-def _from_trace(tr: Any, include_unrecorded: bool) -> GraphModel:
+def _leaf_grads_until(tr: Any, until: int) -> dict[int, Any]:
+    """Each leaf's gradient as far as backward steps 0..until had sent it (the sum of the
+    contributions so far), keyed by ``id(leaf)``."""
+    grads: dict[int, Any] = {}
+    for ev in tr.backward[: until + 1]:
+        for parent, gi in zip(ev.parents, ev.input_grads):
+            if gi is None or type(parent) is not Tensor:
+                continue
+            prev = grads.get(id(parent))
+            grads[id(parent)] = gi if prev is None else prev + gi
+    return grads
+
+
+def _from_trace(tr: Any, include_unrecorded: bool, until: int | None = None) -> GraphModel:
+    """The graph of a trace; with ``until`` = k only what backward steps 0..k computed
+    (the gradients of later steps are left blank and their edges dashed)."""
     g = GraphModel()
     leaf_grads: dict[int, Any] = {}
-    for ev in tr.leaf_grads:
-        prev = leaf_grads.get(id(ev.leaf))
-        leaf_grads[id(ev.leaf)] = ev.grad if prev is None else prev + ev.grad
+    if until is not None:
+        leaf_grads = _leaf_grads_until(tr, until)
+    else:
+        for ev in tr.leaf_grads:
+            prev = leaf_grads.get(id(ev.leaf))
+            leaf_grads[id(ev.leaf)] = ev.grad if prev is None else prev + ev.grad
     n_const = 0
     for ev in tr.forward:
         if ev.recompute or (ev.node is None and not include_unrecorded):
             continue
         key = ("ev", ev.index)
-        up = ev.backward.upstream if ev.backward is not None else None
+        bwd = ev.backward
+        if bwd is not None and until is not None and bwd.index > until:
+            bwd = None  # backward has not reached this node yet
+        up = bwd.upstream if bwd is not None else None
         tip = (f"{ev.label}: {ev.op.name} {ev.input_shapes} -> {ev.output_shape} "
                f"{ev.dtype}; saved {ev.saved_bytes} B")  # fmt: skip
         g.add(key, ev.label, "op", _fmt_value(ev.value), _fmt_grad(up), tip)
-        sent = ev.backward.input_grads if ev.backward is not None else ()
+        sent = bwd.input_grads if bwd is not None else ()
         for i, a in enumerate(ev.args):
             src_ev = tr.event_for(a) if type(a) is Tensor else None
             if src_ev is not None and (src_ev.node is not None or include_unrecorded):
@@ -235,7 +256,8 @@ class Drawing:
 
 
 def draw_graph(obj: Any, highlight: Any = None, include_unrecorded: bool = False,
-               title: str | None = None, direction: str = "auto") -> Drawing:  # fmt: skip
+               title: str | None = None, direction: str = "auto",
+               until: int | None = None) -> Drawing:  # fmt: skip
     """Draw a Trace (values and gradients) or the graph behind a Tensor as SVG.
 
     ``highlight`` may be a Node, a Tensor, a label string or a ForwardEvent of the trace:
@@ -243,11 +265,16 @@ def draw_graph(obj: Any, highlight: Any = None, include_unrecorded: bool = False
     ``include_unrecorded`` also draws ops that ran without recording (under no_grad).
     ``direction``: "LR" (inputs on the left), "TB" (inputs at the top) or "auto" (TB for
     deep, narrow graphs, which would otherwise shrink to an unreadable strip).
+    ``until`` (a Trace only): show the backward pass as it stood after step ``until`` of
+    ``trace.replay()``; gradients computed by later steps are not shown yet (the replay
+    stepper reveals one node per step this way).
     """
     if isinstance(obj, Tensor):
+        if until is not None:
+            raise TypeError("draw_graph(until=...) needs a Trace: a Tensor has no backward steps")
         g = _from_tensor(obj)
     elif hasattr(obj, "leaf_grads") and hasattr(obj, "forward"):
-        g = _from_trace(obj, include_unrecorded)
+        g = _from_trace(obj, include_unrecorded, until)
     else:
         raise TypeError(f"draw_graph needs a Trace or a Tensor, not {type(obj).__name__}")
     hkey = _highlight_key(obj, highlight)

@@ -493,7 +493,9 @@ class ReplayStep:
         return xp.reshape(row @ j, tuple(self.downstream[i].shape))
 
     def draw(self, **kwargs: Any) -> Any:
-        """The graph with this node highlighted."""
+        """The graph with this node highlighted, showing only the gradients that backward
+        had computed by the end of this step (pass ``until=None`` to show them all)."""
+        kwargs.setdefault("until", self.step)
         return self.trace.draw(highlight=self.node, **kwargs)
 
     def text(self) -> str:

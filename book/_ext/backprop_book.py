@@ -1,6 +1,6 @@
 """Sphinx extension for the Backprop Lab book (loaded through ``sphinx.local_extensions``).
 
-It does three things:
+It does these things:
 
 * ``{op-reference}`` directive: renders the table of every op's forward, VJP and JVP
   formula straight from the engine's op registry (``backprop_lab.ops.REGISTRY``) at build
@@ -10,6 +10,17 @@ It does three things:
 * Student edition: ``BOOK_EDITION=student`` sets sphinx-exercise's ``hide_solutions`` and
   also removes gated solutions (``{solution-start}`` ... ``{solution-end}``) together with
   the cells between the markers, which sphinx-exercise 1.2 alone leaves on the page.
+  The student edition's download button gives the student release of each chapter
+  (``backprop_lab.grading.release``), never the instructor notebook, and its launch buttons
+  appear only when ``BOOK_STUDENT_BRANCH`` names the branch that holds that release.
+* ``BOOK_JUPYTERHUB_URL`` adds a JupyterHub launch button (no default address).
+* Exercise numbers: an exercise labelled ``ex-<chapter>-<n>`` is "Exercise <chapter>.<n>"
+  (sphinx-exercise alone numbers them across the whole book). The directive also takes
+  ``:enumerator: 4.2``, which jupyterlab-myst reads too; a mismatch with the label is an
+  error.
+* Code cells never show the ``# BEGIN SOLUTION`` / ``# END SOLUTION`` marker lines.
+* Search result snippets show formulas as plain text instead of raw LaTeX
+  (``_static/backprop/search-snippets.js``).
 * Every page is rewritten when a static asset changes (Sphinx alone would not copy it).
 * ``BACKPROP_OPS_MODULE`` (tests only) names another module holding ``REGISTRY``.
 """
@@ -19,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,12 +46,10 @@ logger = logging.getLogger(__name__)
 
 EDITIONS = ("instructor", "student")
 DEFAULT_OPS_MODULE = "backprop_lab.ops"
-COLUMNS = (
-    ("Op", 14),
-    ("Forward", 28),
-    ("Backward (VJP)", 34),
-    ("Forward mode (JVP)", 28),
-)
+# Two columns: the op (name and description), then its three rules one under the other,
+# which stays readable in a 750 px column and, stacked, on a phone (backprop.css).
+COLUMNS = (("Op", 30), ("Rules: forward, backward (VJP), forward mode (JVP)", 70))
+RULES = (("formula", "forward"), ("vjp_formula", "VJP"), ("jvp_formula", "JVP"))
 
 
 # --------------------------------------------------------------------------------------
@@ -68,14 +78,19 @@ def op_rows(registry: Mapping[str, Any]) -> list[dict[str, str]]:
     return rows
 
 
-def _math_cell(latex: str) -> nodes.entry:
+def _rules_cell(row: dict[str, str]) -> nodes.entry:
+    """One paragraph per rule: a label, then the formula (or a dash)."""
     entry = nodes.entry()
-    para = nodes.paragraph()
-    if latex:
-        para += nodes.math(latex, latex)
-    else:
-        para += nodes.Text("—")
-    entry += para
+    for key, label in RULES:
+        para = nodes.paragraph(classes=["op-rule", f"op-rule-{label.lower()}"])
+        para += nodes.inline(text=label, classes=["op-rule-label"])
+        para += nodes.Text(" ")
+        latex = row[key]
+        if latex:
+            para += nodes.math(latex, latex)
+        else:
+            para += nodes.Text("—")
+        entry += para
     return entry
 
 
@@ -100,9 +115,7 @@ def op_table(registry: Mapping[str, Any]) -> nodes.table:
         if row["doc"]:
             name_cell += nodes.paragraph(text=row["doc"])
         tr += name_cell
-        tr += _math_cell(row["formula"])
-        tr += _math_cell(row["vjp_formula"])
-        tr += _math_cell(row["jvp_formula"])
+        tr += _rules_cell(row)
         tbody += tr
     tgroup += tbody
     return table
@@ -151,15 +164,68 @@ def apply_edition(app: Sphinx, config: Any) -> None:
             f"BOOK_EDITION={edition!r} is not one of {', '.join(EDITIONS)} "
             "(unset means instructor: solutions included as collapsed dropdowns)"
         )
+    theme_options = dict(config.html_theme_options or {})
+    launch = dict(theme_options.get("launch_buttons") or {})
+    hub = (os.environ.get("BOOK_JUPYTERHUB_URL") or "").strip()
+    if hub:
+        if not re.match(r"^https?://[^/\s]+", hub):
+            raise ConfigError(
+                f"BOOK_JUPYTERHUB_URL={hub!r} is not an http(s) address; give your hub's "
+                "address, e.g. https://hub.example.edu, or leave it unset for no hub button"
+            )
+        launch["jupyterhub_url"] = hub
     if edition == "student":
         config.hide_solutions = True
-        # The download button and _sources/ would hand out the source notebook, solutions
-        # included; the student edition offers neither.
-        config.html_copy_source = False
-        theme_options = dict(config.html_theme_options or {})
-        theme_options["use_download_button"] = False
-        config.html_theme_options = theme_options
+        # Sphinx copies each chapter to _sources/ for the download button; build-finished
+        # (student_sources) replaces every copy with its student release.
+        config.html_copy_source = True
+        branch = (os.environ.get("BOOK_STUDENT_BRANCH") or "").strip()
+        if branch:
+            # Launch buttons open the chapter from the branch that holds the released
+            # notebooks at the same paths (backprop-lab release notebooks/ ...).
+            theme_options["repository_branch"] = branch
+        else:
+            # The repository's notebooks hold the solutions: no launch button.
+            launch = {}
+    if launch or "launch_buttons" in theme_options:
+        theme_options["launch_buttons"] = launch
+    config.html_theme_options = theme_options
     config.html_context = {**(config.html_context or {}), "book_edition": edition}
+
+
+def student_sources(app: Sphinx, exception: Exception | None) -> None:
+    """Student edition: replace every notebook under _sources/ by its student release and
+    refuse to finish if any source file there still holds a solution marker."""
+    if exception is not None or not app.config.hide_solutions or app.builder.format != "html":
+        return
+    import nbformat
+
+    from backprop_lab.grading.release import release_notebook
+
+    sources = Path(app.outdir, "_sources")
+    if not sources.is_dir():
+        return
+    for copy in sorted(sources.rglob("*.ipynb")):
+        original = Path(app.srcdir, copy.relative_to(sources))
+        nb = nbformat.read(original if original.exists() else copy, as_version=4)
+        try:
+            released = release_notebook(nb)
+        except Exception as exc:  # noqa: BLE001 - every failure stops the student build
+            raise RuntimeError(
+                f"student edition: cannot release {original} for the download button: {exc}"
+            ) from exc
+        nbformat.write(released, copy)
+    leaks = [  # the released notebooks, checked again (pages such as the instructor guide
+        # may quote the markers in prose)
+        str(path.relative_to(app.outdir))
+        for path in sources.rglob("*.ipynb")
+        if _has_solution_markers(path.read_text(errors="replace"))
+    ]
+    if leaks:
+        raise RuntimeError(
+            "student edition: these downloadable sources still hold solutions "
+            f"('# BEGIN SOLUTION'): {', '.join(leaks)}"
+        )
 
 
 def _patch_gated_solutions(app: Sphinx) -> None:
@@ -204,6 +270,137 @@ class RemoveHiddenSolutions(SphinxTransform):
         for node in list(self.document.findall(nodes.Element)):
             if node.get("backprop_hidden_solution") and node.parent is not None:
                 node.parent.remove(node)
+
+
+# --------------------------------------------------------------------------------------
+# Exercise numbers: <chapter>.<n>
+# --------------------------------------------------------------------------------------
+EXERCISE_LABEL = re.compile(r"^ex-(\d+)-(\d+)$")
+ENUMERATOR = re.compile(r"^\d+(\.\d+)*$")
+
+
+def _patch_exercise_directives(app: Sphinx) -> None:
+    """Let ``{exercise}`` / ``{exercise-start}`` take ``:enumerator:`` (alias ``:number:``),
+    as jupyterlab-myst does, and record it; check it against the label."""
+    from docutils.parsers.rst import directives
+    from sphinx_exercise.directive import ExerciseDirective, ExerciseStartDirective
+
+    def numbered(base):
+        class Numbered(base):
+            option_spec = {
+                **base.option_spec,
+                "enumerator": directives.unchanged_required,
+                "number": directives.unchanged_required,
+            }
+
+            def run(self):
+                given = self.options.pop("enumerator", None) or self.options.pop("number", None)
+                label = self.options.get("label", "")
+                result = super().run()
+                wanted = exercise_number(label, given)
+                problem = number_problem(label, given)
+                if problem:
+                    logger.warning(
+                        problem,
+                        location=(self.env.docname, self.lineno),
+                        type="backprop",
+                        subtype="exercise_number",
+                    )
+                if wanted and label:
+                    numbers = getattr(self.env, "backprop_exercise_numbers", {})
+                    numbers[label] = (self.env.docname, wanted)
+                    self.env.backprop_exercise_numbers = numbers
+                return result
+
+        Numbered.__name__ = base.__name__
+        return Numbered
+
+    app.add_directive("exercise", numbered(ExerciseDirective), override=True)
+    app.add_directive("exercise-start", numbered(ExerciseStartDirective), override=True)
+
+
+def exercise_number(label: str, enumerator: str | None) -> tuple[int, ...] | None:
+    """The number an exercise shows: its ``:enumerator:``, else <chapter>.<n> from an
+    ``ex-<chapter>-<n>`` label, else None (sphinx-exercise's own count)."""
+    if enumerator and ENUMERATOR.match(enumerator.strip()):
+        return tuple(int(p) for p in enumerator.strip().split("."))
+    m = EXERCISE_LABEL.match(label or "")
+    return (int(m[1]), int(m[2])) if m else None
+
+
+def number_problem(label: str, enumerator: str | None) -> str | None:
+    """A message when ``:enumerator:`` is malformed or disagrees with the label."""
+    if enumerator is None:
+        return None
+    if not ENUMERATOR.match(enumerator.strip()):
+        return f"exercise {label or '(no label)'}: :enumerator: {enumerator!r} is not like 4.2"
+    m = EXERCISE_LABEL.match(label or "")
+    if m and enumerator.strip() != f"{int(m[1])}.{int(m[2])}":
+        return (
+            f"exercise {label}: :enumerator: {enumerator.strip()} disagrees with the label "
+            f"(expected {int(m[1])}.{int(m[2])}); ids are <chapter>.<n>, labels ex-<chapter>-<n>"
+        )
+    return None
+
+
+def renumber_exercises(app: Sphinx, env) -> list[str]:
+    """After Sphinx numbers figures (and exercises) across the book, give every exercise
+    with a known number that number instead (titles, solutions and {numref} all read it)."""
+    numbers = getattr(env, "backprop_exercise_numbers", {})
+    for docname, figtypes in env.toc_fignumbers.items():
+        exercises = figtypes.get("exercise")
+        if not exercises:
+            continue
+        for ident in list(exercises):
+            entry = numbers.get(ident)
+            if entry and entry[0] == docname:
+                exercises[ident] = entry[1]
+            else:
+                m = EXERCISE_LABEL.match(ident)
+                if m:
+                    exercises[ident] = (int(m[1]), int(m[2]))
+    return []
+
+
+def purge_exercise_numbers(app: Sphinx, env, docname: str) -> None:
+    numbers = getattr(env, "backprop_exercise_numbers", {})
+    for label in [k for k, (doc, _) in numbers.items() if doc == docname]:
+        del numbers[label]
+
+
+def merge_exercise_numbers(app: Sphinx, env, docnames, other) -> None:
+    numbers = getattr(env, "backprop_exercise_numbers", {})
+    numbers.update(getattr(other, "backprop_exercise_numbers", {}))
+    env.backprop_exercise_numbers = numbers
+
+
+# --------------------------------------------------------------------------------------
+# Solution markers
+# --------------------------------------------------------------------------------------
+SOLUTION_MARKER = re.compile(r"^[ \t]*# (BEGIN|END) SOLUTION\b.*(\n|$)", re.M)
+
+
+def _has_solution_markers(text: str) -> bool:
+    return SOLUTION_MARKER.search(text) is not None
+
+
+class HideSolutionMarkers(SphinxTransform):
+    """Drop the ``# BEGIN SOLUTION`` / ``# END SOLUTION`` lines from notebook code cells
+    (the lines are for the release tool; prose that explains them is left alone)."""
+
+    default_priority = 400
+
+    def apply(self, **kwargs: Any) -> None:
+        for block in list(self.document.findall(nodes.literal_block)):
+            parent = block.parent
+            if parent is None or "cell_input" not in parent.get("classes", []):
+                continue
+            text = block.astext()
+            if not _has_solution_markers(text):
+                continue
+            clean = SOLUTION_MARKER.sub("", text)
+            new = nodes.literal_block(clean, clean, **block.attributes)
+            block.replace_self(new)
 
 
 # --------------------------------------------------------------------------------------
@@ -261,8 +458,16 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.setup_extension("sphinx_exercise")
     app.connect("config-inited", apply_edition)
     _patch_gated_solutions(app)
+    _patch_exercise_directives(app)
     app.add_transform(RemoveHiddenSolutions)
+    app.add_transform(HideSolutionMarkers)
     app.add_directive("op-reference", OpReferenceDirective)
+    # After Sphinx's TocTreeCollector (priority 500) has assigned toc_fignumbers.
+    app.connect("env-get-updated", renumber_exercises, priority=900)
+    app.connect("env-purge-doc", purge_exercise_numbers)
+    app.connect("env-merge-info", merge_exercise_numbers)
+    app.connect("build-finished", student_sources)
+    app.add_js_file("backprop/search-snippets.js")
     # Early: html-page-context is emitted with emit_firstresult, so a handler after one that
     # returns a template name would never run.
     app.connect("html-page-context", dedupe_scripts, priority=100)

@@ -1,29 +1,10 @@
-"""Check functions for exercises: immediate, readable feedback for students.
+"""The first generation of checks: ``check_backward``, ``check_value``, ``check_jacobian``.
 
-Every check draws its inputs from :func:`backprop_lab.grading.seed` (the public seed in the
-book and in JupyterLab, a secret seed while grading), runs the student's function, compares
-it with an oracle and then either
-
-* prints a short, deterministic summary of the **student's** values (rounded relative to the
-  size of each array, so that it is stable across machines and summation orders), which is
-  what ``backprop-lab grade`` compares against the instructor's solution run under the same
-  seed, or
-* raises :class:`CheckFailure` (an ``AssertionError``) whose message says which case failed,
-  expected against got, and a diagnosis of the usual backprop bugs.
-
-Backward rules need no stored answer: the oracle is a centered finite difference in float64.
-
-Public API::
-
-    check_backward(backward, forward, input_shapes, *, exercise, ...)
-    check_value(student_fn, reference_fn, input_shapes, *, exercise, ...)
-    check_jacobian(jacobian, forward, input_shape, *, exercise, ...)
-    numerical_vjp(forward, inputs, upstream)      # the oracle, usable on its own
-    numerical_jacobian(forward, x)
-    diagnose(got, expected, ...)                  # list of sentences
-
-The checks use NumPy only; they accept backprop_lab tensors (anything with ``.data`` and
-``.grad``) wherever an array is expected.
+Deprecated: notebooks call ``check("<id>", answer)`` (see :mod:`backprop_lab.checks`). These
+stay while the grader's fixture still uses them. They run the oracle inside the kernel and
+raise :class:`CheckFailure` on any failure; their seed is ``BACKPROP_LAB_SEED`` or the public
+seed. They share the project's finite differences (:mod:`backprop_lab.numdiff`) and
+``unbroadcast`` (:mod:`backprop_lab.ops`).
 """
 
 from __future__ import annotations
@@ -38,7 +19,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from backprop_lab.grading import seed as _seed
+from backprop_lab import numdiff
+from backprop_lab.checks.errors import CheckFailure
+from backprop_lab.checks.seeding import practice_seed as _seed
+from backprop_lab.ops import unbroadcast as _unbroadcast
 
 __all__ = [
     "CheckFailure",
@@ -56,17 +40,6 @@ DEFAULT_ATOL = 1e-7
 EPS = 1e-6
 DIGITS = 4  # decimals printed, relative to each array's scale
 SHOWN = 6  # entries printed per array
-
-
-class CheckFailure(AssertionError):
-    """A check failed; the message is written for the student."""
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
 
 
 # --------------------------------------------------------------------------- inputs
@@ -103,49 +76,14 @@ def _as_array(x):
 # --------------------------------------------------------------------------- oracles
 
 
-def _scalarised(forward, inputs, upstream):
-    out = _as_array(forward(*inputs))
-    return float(np.sum(out * upstream))
-
-
 def numerical_vjp(forward: Callable, inputs: Sequence[np.ndarray], upstream, eps: float = EPS):
-    """Vector-Jacobian products of ``forward`` at ``inputs`` by centered differences.
-
-    Returns one array per input, ``d sum(forward(*inputs) * upstream) / d input``.
-    """
-    inputs = [np.array(x, dtype=np.float64) for x in inputs]
-    upstream = np.asarray(upstream, dtype=np.float64)
-    grads = []
-    for k, x in enumerate(inputs):
-        g = np.zeros_like(x)
-        flat, gflat = x.reshape(-1), g.reshape(-1)
-        for i in range(flat.size):
-            old = flat[i]
-            flat[i] = old + eps
-            plus = _scalarised(forward, inputs, upstream)
-            flat[i] = old - eps
-            minus = _scalarised(forward, inputs, upstream)
-            flat[i] = old
-            gflat[i] = (plus - minus) / (2 * eps)
-        inputs[k] = x
-        grads.append(g)
-    return grads
+    """Vector-Jacobian products of ``forward`` at ``inputs`` by centered differences."""
+    return numdiff.numerical_vjp(lambda *xs: _as_array(forward(*xs)), inputs, upstream, eps=eps)
 
 
 def numerical_jacobian(forward: Callable, x, eps: float = EPS) -> np.ndarray:
     """Jacobian of ``forward`` at ``x``, shape ``(out.size, x.size)``, by centered differences."""
-    x = np.array(x, dtype=np.float64)
-    flat = x.reshape(-1)
-    columns = []
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + eps
-        plus = _as_array(forward(x)).reshape(-1)
-        flat[i] = old - eps
-        minus = _as_array(forward(x)).reshape(-1)
-        flat[i] = old
-        columns.append((plus - minus) / (2 * eps))
-    return np.stack(columns, axis=1)
+    return numdiff.numerical_jacobian(lambda v: _as_array(forward(v)), x, eps=eps)
 
 
 # --------------------------------------------------------------------------- formatting
@@ -187,12 +125,10 @@ def _short(a) -> str:
 
 
 def _emit(lines: list[str]) -> None:
-    """Print the summary. In a grading kernel: through the stdout captured at kernel start
-    (so replacing ``sys.stdout`` or ``print`` does not change it), plus the audit stamp."""
+    """Print the summary (through the grading guard's captured stdout when one is installed)."""
     text = "\n".join(lines) + "\n"
-    from backprop_lab.grading import guard
-
-    if guard.installed():
+    guard = sys.modules.get("backprop_lab.grading.guard")
+    if guard is not None and guard.installed():
         guard.write(text + guard.stamp())
     else:
         sys.stdout.write(text)
@@ -209,20 +145,15 @@ def _close(a, b, rtol, atol) -> bool:
 
 
 def unbroadcast(g: np.ndarray, shape: tuple) -> np.ndarray | None:
-    """Sum ``g`` down to ``shape``, undoing broadcasting; None if that is impossible."""
+    """Sum ``g`` down to ``shape`` (the project's ``ops.unbroadcast``); None if impossible."""
     g = np.asarray(g)
     shape = tuple(shape)
     if g.ndim < len(shape):
         return None
-    lead = g.ndim - len(shape)
-    if lead:
-        g = g.sum(axis=tuple(range(lead)))
-    for axis, (gs, s) in enumerate(zip(g.shape, shape)):
-        if s == 1 and gs != 1:
-            g = g.sum(axis=axis, keepdims=True)
-        elif gs != s:
-            return None
-    return g
+    tail = g.shape[g.ndim - len(shape) :]
+    if any(s != t and s != 1 for s, t in zip(shape, tail)):
+        return None
+    return _unbroadcast(np, g, shape)
 
 
 def diagnose(
@@ -334,28 +265,16 @@ def diagnose(
 
 
 def _factor_note(c: float, batch: int | None) -> str:
+    """The factor as a fact; a cause is not guessed (the same ratio has many causes)."""
+
     def near(a, b):
         return abs(a - b) <= 1e-3 * max(abs(b), 1.0)
 
     if batch and batch > 1 and near(c, batch):
-        return (
-            f"Every entry is {batch} times too large ({batch} is the batch size): the loss is a "
-            "mean over the batch, so the gradient needs the 1/batch factor."
-        )
+        return f"Every entry is {batch} times too large; {batch} is also the batch size."
     if batch and batch > 1 and near(c, 1.0 / batch):
-        return (
-            f"Every entry is {batch} times too small ({batch} is the batch size): the 1/batch "
-            "factor was applied twice."
-        )
-    if near(c, 0.5):
-        return (
-            "Every entry is half what it should be: the input feeds the output along two "
-            "paths (fan-out) and only one path's gradient was kept. Gradients from all "
-            "uses must be summed (+=), not overwritten (=)."
-        )
-    if near(c, 2.0):
-        return "Every entry is twice what it should be: a gradient was added twice."
-    return f"Every entry is off by the same factor, about {c:.4g}. Look for a missing constant."
+        return f"Every entry is {batch} times too small; {batch} is also the batch size."
+    return f"Every entry is {c:.4g} times the right value. Look for a constant factor."
 
 
 # --------------------------------------------------------------------------- running students

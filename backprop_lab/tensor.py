@@ -32,6 +32,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from heapq import heappop, heappush
+from operator import attrgetter
 from time import perf_counter
 from typing import Any
 
@@ -429,14 +430,17 @@ class Tensor:
 _METHOD_FUNCTIONS = {"sum", "mean", "max", "amax", "reshape", "transpose"}
 
 
-def _get_data(self: Tensor) -> Any:
-    return self._data
-
-
 def _set_data(self: Tensor, value: Any) -> None:
-    in_place = value is self._data  # x.data -= ..., x.data *= ...: changed in place
-    self._data = value
-    if in_place:
+    global _last_change
+    if value is not self._data:
+        self._data = value
+        return
+    # x.data -= ..., x.data *= ...: changed in place. An optimizer does this every step:
+    # the array is known, only its stamp moves.
+    entry = _CHANGES.get(id(value))
+    if entry is not None and entry[1]() is value:
+        entry[0] = _last_change = _next_seq()
+    else:
         _note_in_place_change(self)
 
 
@@ -458,7 +462,7 @@ def _set_data_recording(self: Tensor, value: Any) -> None:
 _DATA_DOC = """The backend array. Assigning to it (``t.data = ...``, ``t.data -= ...``) is how
 parameters are updated; an in-place change is remembered, so a backward pass that would
 read the old values raises :class:`InPlaceError` instead."""
-_plain_data = property(_get_data, _set_data, doc=_DATA_DOC)
+_plain_data = property(attrgetter("_data"), _set_data, doc=_DATA_DOC)
 _recording_data = property(_get_data_recording, _set_data_recording, doc=_DATA_DOC)
 Tensor.data = _plain_data
 _recordings = [0]

@@ -264,8 +264,9 @@ def _axis_type_error(op: str, axis: Any) -> Exception:
 def _axis(op: str, axis: Any, ndim: int) -> int:
     """One axis, range-checked and made non-negative (NumPy's rule: -ndim <= axis < ndim)."""
     if isinstance(axis, bool) or not isinstance(axis, int):
-        if hasattr(axis, "__index__") and not hasattr(axis, "shape"):
-            axis = operator.index(axis)
+        if hasattr(axis, "__index__") and getattr(axis, "shape", ()) == () \
+                and not isinstance(axis, Tensor):  # fmt: skip
+            axis = operator.index(axis)  # np.int64(1), a 0-d integer array
         else:
             raise _axis_type_error(op, axis)
     if not -ndim <= axis < ndim:

@@ -334,6 +334,14 @@ class Tensor:
     def __bool__(self) -> bool:
         return bool(self._scalar("a truth value (if / while / and / or)"))
 
+    def __index__(self) -> int:
+        if self._data.ndim != 0 or dtype_kind(namespace_of(self._data), self.dtype) not in "iu":
+            raise TypeError(
+                f"only a 0-d integer tensor can be used as an index or a count, not one of "
+                f"shape {self.shape} and dtype {self.dtype}; use int(t.item())"
+            )
+        return int(self._scalar("an index"))
+
     def _scalar(self, what: str) -> Any:
         if self.size != 1:
             raise ValueError(
@@ -389,8 +397,16 @@ class Tensor:
         return Tensor(self._data)
 
     # -- gradients ----------------------------------------------------------------------
-    def backward(self, upstream: Any = None, retain_graph: bool = False) -> None:
+    def backward(self, upstream: Any = None, retain_graph: bool = False,
+                 create_graph: bool = False) -> None:  # fmt: skip
         """Backpropagate from this tensor; see :func:`backward`."""
+        if create_graph:
+            raise HigherOrderError(
+                "backward(create_graph=True) asks for a differentiable gradient (for a "
+                "second derivative), but this engine's VJP rules compute with plain arrays. "
+                "For second derivatives take finite differences of the gradient, e.g. "
+                "backprop_lab.numdiff.numerical_jacobian(lambda x: bl.grad(f)(x), x0)."
+            )
         backward(self, upstream, retain_graph=retain_graph)
 
     def register_hook(self, fn: Callable[[Any], Any]) -> Callable[[], None]:

@@ -244,7 +244,7 @@ def jvp(
     for t, v in zip(inputs, tangents):
         xp = namespace_of(t._data)
         v = v._data if isinstance(v, Tensor) else v
-        tv = xp.asarray(v, dtype=t._data.dtype)
+        tv = xp.asarray(v, dtype=t._data.dtype, copy=True)  # never hand back the caller's v
         if tuple(tv.shape) != tuple(t._data.shape):
             raise ValueError(
                 f"jvp: tangent shape {tuple(tv.shape)} differs from primal shape "

@@ -78,6 +78,12 @@ def test_transpose_axes_must_be_a_permutation():
         bl.transpose(t(np.ones((2, 3))), (0, 2))
 
 
+def test_numpy_integer_axes_are_axes():
+    x = t(np.ones((2, 3)))
+    assert bl.sum(x, axis=np.int64(1)).shape == (2,)
+    assert bl.mean(x, axis=(np.int32(0), 1)).shape == ()
+
+
 def test_axis_of_the_wrong_type():
     with pytest.raises(TypeError, match="axis must be an int"):
         bl.sum(t(np.ones((2, 3))), axis=1.0)
@@ -243,6 +249,12 @@ def cube(x):
     return (x**3).sum()
 
 
+def test_backward_with_create_graph_is_a_clear_error():
+    x = t([1.0, 2.0])
+    with pytest.raises(bl.HigherOrderError, match="finite differences"):
+        (x**3).sum().backward(create_graph=True)
+
+
 def test_grad_of_grad_is_a_clear_error():
     with pytest.raises(bl.HigherOrderError, match="finite differences"):
         bl.grad(lambda x: bl.grad(cube)(x).sum())(np.array([2.0]))
@@ -328,6 +340,12 @@ def test_zero_d_tensors_never_raise_index_error():
     assert 3.0 in bl.tensor([1.0, 3.0])
 
 
+def test_integer_tensor_as_an_index():
+    assert [10, 20, 30][bl.tensor(2)] == 30
+    with pytest.raises(TypeError, match="0-d integer tensor"):
+        [10, 20, 30][bl.tensor(2.0)]
+
+
 def test_item_of_a_vector_says_what_to_do():
     with pytest.raises(ValueError, match=r"shape \(2,\)"):
         bl.tensor([1.0, 2.0]).item()
@@ -402,6 +420,12 @@ def test_vjp_cotangent_is_not_returned():
     _, pull = bl.vjp(lambda x: x + 0.0, np.array([3.0, 4.0]))
     (g,) = pull(u)
     assert not np.shares_memory(g, u)
+
+
+def test_jvp_tangent_is_not_the_callers_array():
+    v = np.array([1.0, 2.0])
+    _, jv = bl.jvp(lambda a: a, (np.array([3.0, 4.0]),), (v,))
+    assert not np.shares_memory(jv, v)
 
 
 def test_hook_return_value_is_not_the_gradient():

@@ -60,17 +60,16 @@ class _GuardFailed(Exception):
     """A recorded assumption about a value no longer holds: run eagerly and re-record."""
 
 
-class _Unsupported(Exception):
-    pass
-
-
 # --------------------------------------------------------------------------------------
 # Traced arrays: NumPy arrays that write down every call made with them
 # --------------------------------------------------------------------------------------
 def _recorder() -> Recorder:
     rec = current_mode().recorder
-    if rec is None:  # a Traced value escaped its recording: use it as its array
-        raise _Unsupported("a traced array was used after its recording ended")
+    if rec is None:
+        raise CompileError(
+            "an array recorded by bl.compile was used after its recording ended (it was "
+            "kept outside the compiled function while it ran); return it instead"
+        )
     return rec
 
 

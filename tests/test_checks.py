@@ -398,6 +398,26 @@ def test_calling_a_helper_that_computes_the_answer_fails():
     v = practice_verdict("4.2", two_layer_backward)
     assert "backprop_lab.explore.ch04.two_layer_backward" in v["feedback"]
 
+    import backprop_lab as bl
+    from backprop_lab import ops
+
+    def by_registry(upstream, x):
+        s = 1.0 / (1.0 + np.exp(-x))
+        return bl.REGISTRY["sigmoid"].vjp(np, upstream, (s,), (True,))[0]
+
+    assert "backprop_lab.ops.REGISTRY" in practice_verdict("5.4", by_registry)["feedback"]
+
+    def add_backward(upstream, x, y):
+        return upstream, ops.unbroadcast(np, upstream, y.shape)
+
+    assert "backprop_lab.ops.unbroadcast" in practice_verdict("5.1", add_backward)["feedback"]
+
+    def from_the_oracle(upstream, x):
+        spec = oracle.spec("5.4")
+        return spec.forward(x) * (1 - spec.forward(x)) * upstream
+
+    assert "backprop_lab.checks.oracle" in practice_verdict("5.4", from_the_oracle)["feedback"]
+
     def unhooks(upstream, x):
         sys.setprofile(None)
         return sigmoid_backward(upstream, x)
@@ -496,3 +516,34 @@ def test_output_paths_keep_the_whole_exercise_id():
     b = record.outputs_paths("/tmp/x", "5.2")
     assert a[0].name == "5.4.npz" and a[1].name == "5.4.json"
     assert a != b
+
+
+def test_value_specs_with_several_outputs_invent_no_backward_order():
+    from backprop_lab.checks import oracle
+    from backprop_lab.checks.oracle.spec import ValueSpec
+    from backprop_lab.checks.testing import practice_verdict
+
+    spec = ValueSpec(
+        id="99.1",
+        title="two_numbers",
+        inputs={"x": (3,)},
+        reference=lambda c: (c.x.sum(), c.x.max()),
+        outputs=("total", "largest"),
+    )
+    oracle.register(spec)
+    try:
+        verdict = practice_verdict("99.1", lambda x: (x.sum(), x.min()))
+    finally:
+        oracle._SPECS.pop("99.1", None)
+    assert not verdict["passed"]
+    assert "backward order" not in verdict["feedback"]
+    assert "largest" in verdict["feedback"]
+
+
+def test_a_scalar_output_keeps_its_shape_through_the_grading_record(tmp_path):
+    from backprop_lab.checks import record
+
+    record.write_outputs(tmp_path, "4.1", {"case0/result": np.float64(2.5)}, {"status": "ok"})
+    npz, _ = record.outputs_paths(tmp_path, "4.1")
+    with np.load(npz, allow_pickle=False) as data:
+        assert data["case0/result"].shape == ()

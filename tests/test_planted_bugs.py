@@ -147,6 +147,11 @@ PLANTED = [
     ("1.1", _fd("", "(toy_loss(w) - toy_loss(w - e)) / h"), "These are one-sided differences"),
     (
         "1.1",
+        _fd("", "(toy_loss(w + e) - toy_loss(w)) / h"),
+        "The largest relative error is about",
+    ),  # fmt: skip
+    (
+        "1.1",
         """
 def fd_gradient(w, h=1e-6):
     w = np.array(w, dtype=float)
@@ -502,6 +507,23 @@ MISBEHAVING = [
         "changed its input x in place",
     ),  # fmt: skip
     ("4.2", "def f(dYhat, cache):\n    cache[5][...] = 0\n    return None\n", "returned None"),
+    (
+        "5.1",
+        "class T(tuple):\n    def __iter__(self):\n        raise RuntimeError\n"
+        "def f(upstream, x, y):\n    return T((upstream, upstream))\n",
+        "cannot be read as arrays",
+    ),  # fmt: skip
+    (
+        "5.4",
+        "class E(Exception):\n    def __str__(self):\n        raise RuntimeError\n"
+        "def f(upstream, x):\n    raise E()\n",
+        "raised E at line 5",
+    ),  # fmt: skip
+    (
+        "5.4",
+        "def f(upstream, x):\n    return [[1.0, 2.0], [3.0]]\n",
+        "dx is a list, not an array of numbers",
+    ),  # fmt: skip
 ]
 
 
@@ -550,3 +572,121 @@ def sigmoid_backward(upstream, x):
 """
     v = practice_verdict("5.4", answer_from_source(source, NOTEBOOK))
     assert "leak" not in v["feedback"], v["feedback"]
+
+
+def test_prints_are_shown_when_the_answer_fails_and_hidden_when_it_passes():
+    noisy = answer_from_source(
+        "def sigmoid_backward(upstream, x):\n"
+        "    print('shape of x:', x.shape)\n"
+        "    return upstream * x * (1 - x)\n",
+        NOTEBOOK,
+    )
+    text = practice_verdict("5.4", noisy)["feedback"]
+    assert "Your function printed (first case):\n    | shape of x: (3, 4)" in text
+    quiet_pass = answer_from_source(RIGHT["5.4"].replace("    s =", "    print('hi')\n    s ="),
+                                    NOTEBOOK)  # fmt: skip
+    assert "printed" not in practice_verdict("5.4", quiet_pass)["feedback"]
+
+
+def test_an_error_only_on_the_large_input_is_reported_as_such(tmp_path):
+    answer = answer_from_source(
+        "def sigmoid_backward(upstream, x):\n"
+        "    if x.size > 1000:\n"
+        "        raise MemoryError('too big for me')\n"
+        "    s = 1 / (1 + np.exp(-x))\n"
+        "    return upstream * s * (1 - s)\n",
+        NOTEBOOK,
+    )
+    practice, graded = _both("5.4", answer, tmp_path)
+    assert "raised MemoryError on a large input at line 3" in practice["feedback"]
+    _same(practice, graded)
+
+
+def test_passing_the_forward_function_instead_of_the_rule():
+    from backprop_lab.checks.drivers.chain_rule import sin_cubed
+
+    text = practice_verdict("2.1", sin_cubed)["feedback"]
+    assert "TypeError" in text and "sin_cubed_backward(upstream, w)" in text
+
+
+def test_tensors_lists_and_float32_are_accepted():
+    import backprop_lab as bl
+
+    def as_tensor(upstream, x):
+        s = 1 / (1 + np.exp(-x))
+        return bl.tensor(upstream * s * (1 - s))
+
+    def as_float32(upstream, x):
+        s = 1 / (1 + np.exp(-x))
+        return (upstream * s * (1 - s)).astype(np.float32)
+
+    def as_list(upstream, x):
+        s = 1 / (1 + np.exp(-x))
+        return (upstream * s * (1 - s)).tolist()
+
+    for answer in (as_tensor, as_float32, as_list):
+        assert practice_verdict("5.4", answer)["passed"], answer.__name__
+
+
+def test_an_answer_that_overwrites_upstream_in_place_is_told_why():
+    answer = answer_from_source(
+        "def sigmoid_backward(upstream, x):\n"
+        "    s = 1 / (1 + np.exp(-x))\n"
+        "    upstream *= s * (1 - s)\n"
+        "    return upstream\n",
+        NOTEBOOK,
+    )
+    v = practice_verdict("5.4", answer)
+    assert v["status"] == "mutated" and "changed its input upstream in place" in v["feedback"]
+
+
+def test_a_cache_entry_changed_in_place_is_named():
+    source = RIGHT["4.2"].replace(
+        "    dZ = dH * H * (1.0 - H)", "    H *= 1.0 - H\n    dZ = dH * H"
+    )
+    v = practice_verdict("4.2", answer_from_source(source, NOTEBOOK))
+    assert "changed its input cache[6] in place" in v["feedback"]
+
+
+def test_an_answer_that_forges_the_cost_clock_still_needs_the_right_large_outputs():
+    """Rebinding the runner's clock fakes the timing, not the outputs on the large input."""
+    from backprop_lab.checks import runner
+
+    saved = runner._clock
+    try:
+        answer = answer_from_source(
+            "def sigmoid_backward(upstream, x):\n"
+            "    import backprop_lab.checks.runner as r\n"
+            "    r._clock = lambda: 0.0\n"
+            "    if x.size > 1000:\n"
+            "        return 0 * x\n"
+            "    s = 1 / (1 + np.exp(-x))\n"
+            "    return upstream * s * (1 - s)\n",
+            NOTEBOOK,
+        )
+        v = practice_verdict("5.4", answer)
+    finally:
+        runner._clock = saved
+    assert not v["passed"] and "wrong on a large input" in v["feedback"]
+
+
+def test_a_whole_grading_run_over_one_folder(tmp_path, monkeypatch):
+    """Every exercise of chapters 1-5 prepared into one folder, then graded: no record of one
+    exercise may land on another's (5.3 and 5.4 share a chapter)."""
+    from backprop_lab.checks import check, oracle
+    from backprop_lab.checks.seeding import CHECK_DIR_ENV
+
+    seed = 5150
+    oracle.prepare(sorted(RIGHT), seed, tmp_path)
+    monkeypatch.setenv(CHECK_DIR_ENV, str(tmp_path))
+    wrong = {"5.3", "2.2"}
+    for exercise, source in RIGHT.items():
+        if exercise in wrong:
+            source = PLANTED[[r[0] for r in PLANTED].index(exercise)][1]
+        check(exercise, answer_from_source(source, NOTEBOOK))
+    for exercise in RIGHT:
+        v = oracle.verdict(exercise, seed, tmp_path)
+        assert v["exercise"] == exercise
+        assert v["passed"] == (exercise not in wrong), (exercise, v["feedback"])
+    names = sorted(p.name for p in (tmp_path / "outputs").iterdir())
+    assert names == sorted(f"{e}.{ext}" for e in RIGHT for ext in ("json", "npz"))

@@ -97,7 +97,8 @@ def write_outputs(
     for key, value in arrays.items():
         if not _KEY.match(key):
             raise ValueError(f"bad array name {key!r}")
-        clean[key] = np.ascontiguousarray(value, dtype=np.float64)
+        # np.array, not ascontiguousarray: that one turns a 0-d result into shape (1,)
+        clean[key] = np.array(value, dtype=np.float64, order="C")
     import io
 
     buf = io.BytesIO()

@@ -81,14 +81,24 @@ register(
 )
 
 
+def _apart(rng, shape):
+    """x and y at least 1e-3 apart: clear of the kink for finite differences."""
+    x = rng.uniform(-2.0, 2.0, size=shape)
+    y = rng.uniform(-2.0, 2.0, size=shape)
+    return x, np.where(np.abs(x - y) < 1e-3, y + 0.01, y)
+
+
 def _draw_max(rng, k):
-    x = rng.uniform(-2.0, 2.0, size=(3, 4))
-    y = rng.uniform(-2.0, 2.0, size=(3, 4))
-    y = np.where(np.abs(x - y) < 1e-3, y + 0.01, y)  # clear of the kink for finite differences
+    x, y = _apart(rng, (3, 4))
     if k == 2:  # the third case has ties, so the tie rule is tested
         tie = rng.random((3, 4)) < 0.5
         tie[0, 0] = True
         y = np.where(tie, x, y)
+    return {"x": x, "y": y}
+
+
+def _draw_max_large(rng):
+    x, y = _apart(rng, LARGE)
     return {"x": x, "y": y}
 
 
@@ -156,7 +166,7 @@ register(
                 "the indicator alone."
             ),
         ],
-        cost=Cost(multiple=10, inputs={"x": LARGE, "y": LARGE}),
+        cost=Cost(multiple=10, inputs={"x": LARGE, "y": LARGE}, draw=_draw_max_large),
         forbidden=FORBIDDEN,
     )
 )

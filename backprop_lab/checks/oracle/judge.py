@@ -187,6 +187,31 @@ def _facts(spec: Spec, cases: list[Case], gots: list[dict], name: str) -> str:
             f"In each case every entry of {name} is off by one common factor, but the factor "
             f"changes from case to case ({shown}): look for a factor that depends on the inputs."
         )
+    worst_rel, worst_idx, worst_case, wrong_entries, total = _worst(spec, pairs)
+    if worst_rel < 1e-2:
+        return (
+            f"{name} is close but not within the tolerance: "
+            + _closeness_text(spec, worst_rel, worst_idx, worst_case)
+            + (
+                " An approximation (a finite difference, a rounded constant) rather than the exact "
+                "rule gives errors of this size."
+            )
+        )
+    # the entry that is furthest off: its value is printed (at least 1% from the right one,
+    # so the printout never reveals an expected value)
+    g = pairs[worst_case][0]
+    idx = tuple(int(i) for i in worst_idx) if worst_idx is not None else ()
+    yours = float(g[idx]) if g.ndim else float(g)
+    return (
+        f"{wrong_entries} of {total} entries of {name} are wrong (over {len(pairs)} cases). The "
+        f"furthest off is entry {idx} of case {worst_case + 1}, where yours is {yours:+.4g}: "
+        "work that entry out by hand."
+    )
+
+
+def _worst(spec: Spec, pairs):
+    """(largest relative error, its index, its case, wrong entries, all entries)."""
+    rtol, atol = spec.rtol, spec.atol
     worst_rel, worst_idx, worst_case = 0.0, None, 0
     wrong_entries = 0
     total = 0
@@ -203,25 +228,29 @@ def _facts(spec: Spec, cases: list[Case], gots: list[dict], name: str) -> str:
                 worst_rel = float(rel.reshape(-1)[i])
                 worst_idx = np.unravel_index(i, e.shape) if e.ndim else ()
                 worst_case = n
-    if worst_rel < 1e-2:
-        idx = tuple(int(i) for i in worst_idx) if worst_idx is not None else ()
-        return (
-            f"{name} is close but not within the tolerance: the largest relative error is "
-            f"about {_sci(worst_rel)} (case {worst_case + 1}, entry {idx}), and the check "
-            f"allows {_sci(rtol)} relative plus {_sci(atol)} absolute. An approximation (a "
-            "finite difference, a rounded constant) rather than the exact rule gives errors "
-            "of this size."
-        )
-    # the entry that is furthest off: its value is printed (at least 1% from the right one,
-    # so the printout never reveals an expected value)
-    g = pairs[worst_case][0]
+    return worst_rel, worst_idx, worst_case, wrong_entries, total
+
+
+def _closeness_text(spec: Spec, worst_rel: float, worst_idx, worst_case: int) -> str:
     idx = tuple(int(i) for i in worst_idx) if worst_idx is not None else ()
-    yours = float(g[idx]) if g.ndim else float(g)
     return (
-        f"{wrong_entries} of {total} entries of {name} are wrong (over {len(pairs)} cases). The "
-        f"furthest off is entry {idx} of case {worst_case + 1}, where yours is {yours:+.4g}: "
-        "work that entry out by hand."
+        f"the largest relative error is about {_sci(worst_rel)} (case {worst_case + 1}, entry "
+        f"{idx}), and the check allows {_sci(spec.rtol)} relative plus {_sci(spec.atol)} "
+        "absolute."
     )
+
+
+def _closeness(spec: Spec, cases: list[Case], gots: list[dict], name: str) -> str | None:
+    """How close a wrong output is, when it is within 1% (None otherwise)."""
+    k = spec.outputs.index(name)
+    pairs = [(g.get(name), c.expected[k], c) for g, c in zip(gots, cases)]
+    if any(g is None or g.shape != e.shape or not np.all(np.isfinite(g)) for g, e, _ in pairs):
+        return None
+    worst_rel, worst_idx, worst_case, _, _ = _worst(spec, pairs)
+    if worst_rel >= 1e-2 or worst_idx is None:
+        return None
+    text = _closeness_text(spec, worst_rel, worst_idx, worst_case)
+    return text[0].upper() + text[1:]
 
 
 def _reducible(g: np.ndarray, shape: tuple) -> bool:
@@ -347,7 +376,26 @@ def missing(spec: Spec, reason: str) -> dict:
 
 
 def judge(spec: Spec, cases: list[Case], large: Case | None, arrays: dict, record: dict) -> dict:
-    """The verdict for one exercise: passed, score, rows in backward order, feedback."""
+    """The verdict for one exercise: passed, score, rows in backward order, feedback (with
+    what the answer printed on its first case, when it fails: students debug with print)."""
+    verdict = _judge(spec, cases, large, arrays, record)
+    if verdict["passed"]:
+        return verdict
+    recs = record.get("cases") if isinstance(record.get("cases"), list) else []
+    printed = next((r.get("printed") for r in recs if isinstance(r, dict) and r.get("printed")), "")
+    if isinstance(printed, str) and printed.strip():
+        shown = printed.rstrip("\n").splitlines()
+        block = [f"    | {line[:120]}" for line in shown[:PRINTED_LINES]]
+        if len(shown) > PRINTED_LINES:
+            block.append(f"    | ... ({len(shown) - PRINTED_LINES} more lines)")
+        verdict["feedback"] += "\n  Your function printed (first case):\n" + "\n".join(block)
+    return verdict
+
+
+PRINTED_LINES = 8
+
+
+def _judge(spec: Spec, cases: list[Case], large: Case | None, arrays: dict, record: dict) -> dict:
     answer = record.get("answer") if isinstance(record.get("answer"), str) else None
     answer = (answer or spec.title)[:60]
     head = f"Exercise {spec.id} ({answer})"
@@ -404,6 +452,7 @@ def judge(spec: Spec, cases: list[Case], large: Case | None, arrays: dict, recor
     # bugs whose variant reproduces the whole answer (every output) come first
     whole = [b for b in spec.bugs if b.variant is not None and _explains_all(b, spec, cases, gots)]
     diagnosis: list[str] = []
+    explained: dict[str, list[str]] = {}  # bug sentence -> the outputs it explains
     for name in spec.order():
         if right[name]:
             continue
@@ -418,9 +467,18 @@ def judge(spec: Spec, cases: list[Case], large: Case | None, arrays: dict, recor
         found += [b.message for b in spec.bugs if _bug_explains(b, spec, cases, gots, name)]
         if found:
             text = found[0]
-            diagnosis.append(text if len(spec.outputs) == 1 else f"{name}: {text}")
+            near = _closeness(spec, cases, gots, name)
+            if near is not None:
+                text = f"{text} {near}"
+            if text not in explained:
+                explained[text] = []
+                diagnosis.append(text)  # a placeholder, named below
+            explained[text].append(name)
         else:
             diagnosis.append(_facts(spec, cases, gots, name))
+    # one bug that explains several outputs is said once, where the first of them stands
+    if len(spec.outputs) > 1:
+        diagnosis = [f"{', '.join(explained[d])}: {d}" if d in explained else d for d in diagnosis]
     diagnosis = list(dict.fromkeys(diagnosis))
 
     mutated = sorted({m for r in recs for m in (r.get("mutated") or [])})
@@ -467,7 +525,7 @@ def judge(spec: Spec, cases: list[Case], large: Case | None, arrays: dict, recor
         if multi:
             lines.append(f"  {label}: {summary}.")
         lines += [f"  {d}" for d in diagnosis]
-        if multi and 0 < n_right:
+        if multi and spec.backward_order and 0 < n_right:
             first = next(r["name"] for r in rows if not r["right"])
             if not rows[0]["right"] or first != rows[0]["name"]:
                 lines.append(

@@ -22,6 +22,7 @@ import math
 import numpy as np
 
 import backprop_lab as bl
+from backprop_lab import numdiff
 from backprop_lab.checks.drivers.gradient_flow import residual_block
 from backprop_lab.checks.oracle import register
 from backprop_lab.checks.oracle.spec import (
@@ -36,8 +37,19 @@ from backprop_lab.checks.oracle.spec import (
 # --------------------------------------------------------------------------- 5.5
 
 
-def _t(c):
-    return np.tanh(c.x @ c.W)
+def _through_tanh(c, at):
+    """The upstream pulled back through tanh evaluated at ``at`` (finite differences)."""
+    return numdiff.numerical_vjp(np.tanh, [at], c.upstream)[0]
+
+
+def _derivative_at_x(c):
+    du = _through_tanh(c, c.x)
+    return (c.upstream + du @ c.W.T, c.x.T @ du)
+
+
+def _w_not_transposed(c):
+    du = _through_tanh(c, c.x @ c.W)
+    return (c.upstream + du @ c.W, None)
 
 
 register(
@@ -67,20 +79,14 @@ register(
                 "tanh's derivative taken at x",
                 "tanh's derivative is evaluated at x; it belongs at u = x @ W, the value tanh "
                 "received in the forward pass.",
-                variant=lambda c: (
-                    c.upstream + (c.upstream * (1.0 - np.tanh(c.x) ** 2)) @ c.W.T,
-                    c.x.T @ (c.upstream * (1.0 - np.tanh(c.x) ** 2)),
-                ),
+                variant=_derivative_at_x,
             ),
             Bug(
                 "W instead of W.T",
                 "The branch multiplies by W where the backward pass of u = x @ W needs W.T (its "
                 "Jacobian is W.T in the row convention, Chapter 3); with a square W the shapes "
                 "do not catch it.",
-                variant=lambda c: (
-                    c.upstream + (c.upstream * (1.0 - _t(c) ** 2)) @ c.W,
-                    None,
-                ),
+                variant=_w_not_transposed,
                 outputs=("dx",),
             ),
             Bug(
@@ -130,13 +136,18 @@ def _draw_network(rng, k):
     return {"X": X, "W1": W1, "b1": b1, "W2": W2, "b2": b2}
 
 
-def _outputs(c, relu_between=True):
-    """Each layer's outputs by the engine's forward pass."""
+def _outputs(c, relu_between=True, exact_zero_alive=False):
+    """Each hidden layer's outputs by the engine's forward pass; with ``exact_zero_alive``
+    an output whose pre-activation is exactly 0 is replaced by 1 (the 'strictly negative'
+    reading of dead)."""
     Z1 = bl.tensor(c.X) @ bl.tensor(c.W1) + bl.tensor(c.b1)
     H1 = bl.relu(Z1)
     Z2 = (H1 if relu_between else Z1) @ bl.tensor(c.W2) + bl.tensor(c.b2)
     H2 = bl.relu(Z2)
-    return np.asarray(H1.data), np.asarray(H2.data)
+    outs = [np.asarray(H1.data), np.asarray(H2.data)]
+    if exact_zero_alive:
+        outs = [np.where(np.asarray(Z.data) == 0.0, 1.0, H) for Z, H in zip((Z1, Z2), outs)]
+    return tuple(outs)
 
 
 def _dead(outputs, every=True):
@@ -166,10 +177,8 @@ def _variant_preactivation(c):
 
 
 def _variant_strict(c):
-    Z1 = c.X @ c.W1 + c.b1
-    strict1 = np.all(Z1 < 0, axis=0).astype(float)
-    Z2 = np.maximum(Z1, 0) @ c.W2 + c.b2
-    return strict1, np.all(Z2 < 0, axis=0).astype(float)
+    H1, H2 = _outputs(c, exact_zero_alive=True)
+    return _dead(H1), _dead(H2)
 
 
 def _variant_per_example(c):

@@ -10,6 +10,9 @@ paths. The answer ``penalized_backward(upstream, W1, b1, W2, b2, X, Y, lam)`` re
 
 from __future__ import annotations
 
+import numpy as np
+
+from backprop_lab import numdiff
 from backprop_lab.checks.drivers.weight_decay import LAM, X_WD, Y_WD, penalized_loss
 from backprop_lab.checks.oracle import register
 from backprop_lab.checks.oracle.spec import ENGINE_GRADIENTS, FINITE_DIFFERENCES, BackwardSpec, Bug
@@ -21,9 +24,14 @@ HELPERS = (
 
 
 def _penalty(c, scale):
-    """The penalty's gradient (times ``scale``) for the weights, None for the biases."""
-    g = c.upstream * LAM * scale
-    return g * c.W1, g * c.b1, g * c.W2, g * c.b2
+    """The penalty's share of each gradient (times ``scale``), by finite differences of the
+    penalty term alone; the biases are in the penalty only for the 'biases decayed' bug."""
+
+    def share(x):
+        term = numdiff.numerical_gradient(lambda v: 0.5 * LAM * np.sum(v * v), x)
+        return c.upstream * scale * term
+
+    return share(c.W1), share(c.b1), share(c.W2), share(c.b2)
 
 
 def _data_only(c):

@@ -5,8 +5,8 @@ The answer ``backward_flop_ratio(widths)`` predicts, for the linear stack
 backward pass's matrix products divided by those of the forward pass's. The expected value
 is measured: the engine runs the stack and its FLOP counter tallies each product
 (:func:`backprop_lab.explore.what_backprop_computes.matmul_flop_tally`). The answer
-returns one number (the ``"number"`` driver stores it as an array of shape (1,)); it must
-predict, not measure: the counter, the tally and the engine's gradients are off limits.
+returns one number; it must predict, not measure: the counter, the tally and the engine's
+gradients are off limits.
 """
 
 from __future__ import annotations
@@ -38,17 +38,17 @@ def _tally(c):
 
 def _measured(c):
     fwd, bwd = _tally(c)
-    return np.array([bwd.sum() / fwd.sum()])
+    return np.float64(bwd.sum() / fwd.sum())
 
 
 def _first_layer_free(c):
     fwd, bwd = _tally(c)
-    return np.array([bwd[1:].sum() / fwd.sum()])
+    return np.float64(bwd[1:].sum() / fwd.sum())
 
 
 def _equal_layers(c):
     depth = len(c.widths) - 1
-    return np.array([(2 * depth - 1) / depth])
+    return np.float64((2 * depth - 1) / depth)
 
 
 register(
@@ -58,7 +58,6 @@ register(
         signature="backward_flop_ratio(widths)",
         inputs={"widths": (4,)},
         outputs=("ratio",),
-        driver="number",
         cases=3,
         draw=_draw,
         reference=_measured,
@@ -71,14 +70,14 @@ register(
                 "pass of every layer. The first layer's input is the data, which needs no "
                 "gradient, so that layer's backward pass computes only its weight gradient: "
                 "one product.",
-                variant=lambda c: np.array([2.0]),
+                variant=lambda c: np.float64(2.0),
             ),
             Bug(
                 "one product per layer",
                 "Your ratio is 1: you counted one product per layer. Every layer after the "
                 "first needs two, a gradient for its weights and one for its input, which the "
                 "layer below it needs.",
-                variant=lambda c: np.array([1.0]),
+                variant=lambda c: np.float64(1.0),
             ),
             Bug(
                 "a training step, not a backward pass",

@@ -269,7 +269,7 @@ def _draw_slope(rng, k):
 
 
 def _steady(c):
-    return np.array([measured_steady_gain(float(c.slope), int(c.seed))])
+    return np.float64(measured_steady_gain(float(c.slope), int(c.seed)))
 
 
 def _scaled(power):
@@ -284,7 +284,6 @@ register(
         signature="steady_gain(slope)",
         inputs={"slope": ()},
         outputs=("gain",),
-        driver="number",
         cases=3,
         draw=_draw_slope,
         arguments=lambda c: (float(c.slope),),

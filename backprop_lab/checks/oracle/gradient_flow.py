@@ -234,6 +234,7 @@ register(
             ),
         ],
         forbidden=ENGINE_GRADIENTS
+        + FINITE_DIFFERENCES
         + (
             "backprop_lab.instrument.plots.dead_relu_fraction",
             "backprop_lab.explore.gates.dead_relu_run",

@@ -58,7 +58,8 @@ student-notebooks: setup
 # Site tests (both editions) and the JupyterLab test, in Debian's Chromium.
 browser: setup book-build student-book
 	$(BIN)/python scripts/setup_browser.py
-	$(BIN)/python -m pytest tests -m browser -q -p no:cacheprovider --durations=8
+	$(BIN)/python -m pytest tests -m browser --ignore=tests/test_jupyterlab.py -q -rP -p no:cacheprovider --durations=8
+	$(BIN)/python -m pytest tests/test_jupyterlab.py -m browser -q -s -p no:cacheprovider
 
 normalize: setup
 	$(BIN)/python scripts/normalize_notebooks.py

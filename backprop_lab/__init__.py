@@ -8,55 +8,43 @@
 
 Reverse mode (``Tensor.backward``, :func:`grad`, :func:`vjp`), forward mode (:func:`jvp`),
 full Jacobians either way (:func:`jacobian`), and :func:`gradcheck` against finite
-differences. Every op's rules are in :mod:`backprop_lab.ops` (``bl.REGISTRY``).
+differences. Every op's rules are in :mod:`backprop_lab.ops` (``bl.REGISTRY``); the op
+functions below (``bl.exp``, ``bl.sum``, ...) are generated from it.
 """
 
-from . import data, nn, optim
+from . import data, functional, nn, optim
+from . import trace as _trace_module  # noqa: F401 - the old path, loaded before bl.trace is bound
 from .backend import BackendError, backend_info, to_numpy, use_backend
-from .functional import (
-    concatenate,
-    cos,
-    cross_entropy,
-    exp,
-    log,
-    log_softmax,
-    matmul,
-    max,
-    maximum,
-    mean,
-    mse,
-    relu,
-    reshape,
-    sigmoid,
-    sin,
-    softmax,
-    stack,
-    sum,
-    tanh,
-    transpose,
-    where,
-)
+from .compile import CompileError, compile
 from .gradcheck import GradcheckError, GradcheckReport, gradcheck
 from .instrument.anomaly import AnomalyError, detect_anomaly
 from .instrument.checkpoint import checkpoint, checkpoint_sequential
 from .instrument.counters import count
 from .instrument.draw import draw_graph
 from .instrument.memory import measure_memory
+from .instrument.trace import Trace, trace
 from .instrument.widgets import replay_widget
-from .ops import REGISTRY
+from .ops import REGISTRY, LabelError
 from .tensor import (
+    ArgumentError,
+    AxisError,
     DtypeError,
     GraphFreedError,
+    HigherOrderError,
+    HookError,
+    InPlaceError,
     ShapeError,
     Tensor,
+    apply,
     enable_grad,
     is_grad_enabled,
     no_grad,
     tensor,
     zero_grad,
 )
-from .trace import Trace, trace
 from .transforms import grad, jacobian, jvp, value_and_grad, vjp
+
+globals().update({name: getattr(functional, name) for name in functional.__all__})
 
 __version__ = "0.1.0"
 
@@ -65,56 +53,45 @@ __all__ = [
     "nn",
     "optim",
     "AnomalyError",
+    "ArgumentError",
+    "AxisError",
     "BackendError",
+    "CompileError",
     "DtypeError",
     "GradcheckError",
     "GradcheckReport",
     "GraphFreedError",
+    "HigherOrderError",
+    "HookError",
+    "InPlaceError",
+    "LabelError",
     "REGISTRY",
     "ShapeError",
     "Tensor",
     "Trace",
+    "apply",
     "backend_info",
     "checkpoint",
     "checkpoint_sequential",
-    "concatenate",
-    "cos",
+    "compile",
     "count",
-    "cross_entropy",
     "detect_anomaly",
     "draw_graph",
     "enable_grad",
-    "exp",
     "grad",
     "gradcheck",
     "is_grad_enabled",
     "jacobian",
     "jvp",
-    "log",
-    "log_softmax",
-    "matmul",
-    "max",
-    "maximum",
-    "mean",
     "measure_memory",
-    "mse",
     "no_grad",
-    "relu",
     "replay_widget",
-    "reshape",
-    "sigmoid",
-    "sin",
-    "softmax",
-    "stack",
-    "sum",
-    "tanh",
     "tensor",
     "to_numpy",
     "trace",
-    "transpose",
     "use_backend",
     "value_and_grad",
     "vjp",
-    "where",
     "zero_grad",
+    *functional.__all__,  # the op functions: bl.exp, bl.sum, bl.softmax, ...
 ]

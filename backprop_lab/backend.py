@@ -10,6 +10,7 @@ variable ``BACKPROP_LAB_BACKEND``).
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -26,6 +27,7 @@ __all__ = [
     "is_floating",
     "to_numpy",
     "device_kwargs",
+    "dtype_kind",
 ]
 
 KNOWN = ("numpy", "cupy", "array_api_strict")
@@ -44,7 +46,7 @@ def _numpy_namespace() -> ModuleType:
     """
     ns = ModuleType("backprop_lab.backend.numpy", _numpy_namespace.__doc__)
     ns.__dict__.update({k: v for k, v in vars(_np).items() if not k.startswith("__")})
-    add, maximum = _np.add.reduce, _np.maximum.reduce
+    add, maximum, minimum = _np.add.reduce, _np.maximum.reduce, _np.minimum.reduce
 
     def sum(x, /, *, axis=None, dtype=None, keepdims=False):  # noqa: A001
         return add(x, axis=axis, dtype=dtype, keepdims=keepdims)
@@ -52,14 +54,18 @@ def _numpy_namespace() -> ModuleType:
     def max(x, /, *, axis=None, keepdims=False):  # noqa: A001
         return maximum(x, axis=axis, keepdims=keepdims)
 
+    def min(x, /, *, axis=None, keepdims=False):  # noqa: A001
+        return minimum(x, axis=axis, keepdims=keepdims)
+
     def reshape(x, /, shape, *, copy=None):
         return x.reshape(shape) if copy is None else _np.reshape(x, shape, copy=copy)
 
-    ns.sum, ns.max, ns.reshape = sum, max, reshape
+    ns.sum, ns.max, ns.min, ns.reshape = sum, max, min, reshape
     return ns
 
 
 NUMPY = _numpy_namespace()
+NUMPY_ARRAY = _np.ndarray  # the engine's hot paths test for it before any lookup
 
 # Namespace lookup is on the hot path of every op: cache it by the array's Python type.
 _NS_BY_TYPE: dict[type, Any] = {_np.ndarray: NUMPY}
@@ -97,6 +103,18 @@ def is_floating(xp: Any, dtype: Any) -> bool:
     return bool(xp.isdtype(dtype, "real floating"))
 
 
+def dtype_kind(xp: Any, dtype: Any) -> str:
+    """NumPy's one-letter kind of a dtype on any backend: "b" bool, "i"/"u" integer, "f"
+    real floating, "c" complex."""
+    if xp is NUMPY or xp is _np:
+        return _np.dtype(dtype).kind
+    for kind, name in (("b", "bool"), ("i", "signed integer"), ("u", "unsigned integer"),
+                       ("f", "real floating"), ("c", "complex floating")):  # fmt: skip
+        if xp.isdtype(dtype, name):
+            return kind
+    return "O"
+
+
 @dataclass
 class BackendInfo:
     """What :func:`backend_info` reports: the active backend and why it is active."""
@@ -115,14 +133,15 @@ class BackendInfo:
         )
 
 
-class _BackendState:
+class _BackendState(threading.local):
+    """The default backend of the calling thread (each new thread starts from the one
+    chosen by BACKPROP_LAB_BACKEND, else NumPy)."""
+
     def __init__(self) -> None:
-        self.name = "numpy"
-        self.module: Any = NUMPY
-        self.device: Any = None
-        self.reason = "default (NumPy on the CPU)"
+        self.name, self.module, self.device, self.reason = _PROCESS_DEFAULT
 
 
+_PROCESS_DEFAULT: tuple[str, Any, Any, str] = ("numpy", NUMPY, None, "default (NumPy on the CPU)")
 _STATE = _BackendState()
 
 
@@ -174,7 +193,8 @@ def _cupy_gpu_status() -> tuple[bool, str]:
 
 
 class use_backend:
-    """Make ``name`` ("numpy", "cupy" or "array_api_strict") the default backend.
+    """Make ``name`` ("numpy", "cupy" or "array_api_strict") the default backend of the
+    calling thread (other threads keep theirs).
 
     Works as a plain call (the choice stays until changed) and as a context manager that
     restores the previous backend on exit::
@@ -197,6 +217,7 @@ class use_backend:
 
 
 def _init_from_env() -> None:
+    global _PROCESS_DEFAULT
     name = os.environ.get("BACKPROP_LAB_BACKEND")
     if not name or name == "numpy":
         return
@@ -206,10 +227,12 @@ def _init_from_env() -> None:
         import warnings
 
         warnings.warn(f"BACKPROP_LAB_BACKEND={name!r} ignored, using NumPy: {exc}", stacklevel=2)
-        _STATE.reason = f"default (BACKPROP_LAB_BACKEND={name!r} could not be used)"
-        return
-    _STATE.name, _STATE.module, _STATE.device = name, module, device
-    _STATE.reason = "set by the environment variable BACKPROP_LAB_BACKEND"
+        reason = f"default (BACKPROP_LAB_BACKEND={name!r} could not be used)"
+        _PROCESS_DEFAULT = ("numpy", NUMPY, None, reason)
+    else:
+        reason = "set by the environment variable BACKPROP_LAB_BACKEND"
+        _PROCESS_DEFAULT = (name, module, device, reason)
+    _STATE.name, _STATE.module, _STATE.device, _STATE.reason = _PROCESS_DEFAULT
 
 
 def default_namespace() -> tuple[Any, Any]:
@@ -254,6 +277,10 @@ def device_kwargs(array: Any) -> dict[str, Any]:
 
 def scatter_add(xp: Any, target: Any, index: Any, values: Any) -> None:
     """``target[index] += values`` with repeated indices summed (NumPy's ``add.at``)."""
+    own = getattr(xp, "scatter_add", None)
+    if own is not None:  # a namespace with its own (bl.compile's recording namespace)
+        own(target, index, values)
+        return
     if xp is NUMPY or xp is _np:
         _np.add.at(target, index, values)
         return

@@ -1,217 +1,122 @@
 """The public functions (``bl.exp``, ``bl.softmax``, ...) and Tensor's operators.
 
-Each is a one-line call of :func:`backprop_lab.tensor.apply` on a registry op, so every
-rule lives in :mod:`backprop_lab.ops` and nowhere else.
+Nothing here is written per op: every public function, Tensor method and operator is the
+function its registry entry in :mod:`backprop_lab.ops` defines (``op.function``), so every
+rule lives in the registry and nowhere else. ``__all__`` lists the public ops.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
 from typing import Any
 
-from .ops import REGISTRY as R
-from .tensor import Tensor, apply, apply_binary, apply_unary
+from .ops import _BUILTIN, _ON_REGISTER, REGISTRY, Op
+from .tensor import Tensor, _constant, binary_call
 
-__all__ = [
-    "exp",
-    "log",
-    "sin",
-    "cos",
-    "tanh",
-    "sigmoid",
-    "relu",
-    "maximum",
-    "where",
-    "concatenate",
-    "stack",
-    "softmax",
-    "log_softmax",
-    "cross_entropy",
-    "mse",
-    "matmul",
-    "sum",
-    "mean",
-    "max",
-    "reshape",
-    "transpose",
-]
-
-_ADD, _SUB, _MUL, _DIV, _NEG, _POW = R["add"], R["sub"], R["mul"], R["div"], R["neg"], R["pow"]
-_MATMUL = R["matmul"]
-_EXP, _LOG, _SIN, _COS = R["exp"], R["log"], R["sin"], R["cos"]
-_TANH, _SIGMOID, _RELU, _MAXIMUM = R["tanh"], R["sigmoid"], R["relu"], R["maximum"]
+__all__: list[str] = []
 
 
-def exp(x: Tensor) -> Tensor:
-    """Elementwise e^x."""
-    return apply_unary(_EXP, x)
+def _install(op: Op) -> None:
+    """Attach ``op``'s Tensor methods and operators; a built-in op's function is also
+    public (``bl.<name>``). An op registered later (in a notebook) is called as itself:
+    ``softplus(x)``, or ``bl.apply(softplus, x)``."""
+    if op.public and op.name in _BUILTIN:
+        globals()[op.name] = op.function
+        if op.name not in __all__:
+            __all__.append(op.name)
+        package = sys.modules.get(__package__)
+        if package is not None and hasattr(package, op.name):  # replaced with replace=True
+            setattr(package, op.name, op.function)
+    for method in op.methods:
+        setattr(Tensor, method, op.function)
+    for i, dunder in enumerate(op.operators):
+        if i > 0 and dunder.startswith("__r"):
+            setattr(Tensor, dunder, binary_call(op, swap=True))  # 2.0 - t: sub(2.0, t)
+        else:
+            setattr(Tensor, dunder, op.function)
 
 
-def log(x: Tensor) -> Tensor:
-    """Elementwise natural logarithm."""
-    return apply_unary(_LOG, x)
-
-
-def sin(x: Tensor) -> Tensor:
-    """Elementwise sine."""
-    return apply_unary(_SIN, x)
-
-
-def cos(x: Tensor) -> Tensor:
-    """Elementwise cosine."""
-    return apply_unary(_COS, x)
-
-
-def tanh(x: Tensor) -> Tensor:
-    """Elementwise hyperbolic tangent."""
-    return apply_unary(_TANH, x)
-
-
-def sigmoid(x: Tensor) -> Tensor:
-    """Elementwise logistic sigmoid 1 / (1 + e^-x)."""
-    return apply_unary(_SIGMOID, x)
-
-
-def relu(x: Tensor) -> Tensor:
-    """Elementwise max(x, 0)."""
-    return apply_unary(_RELU, x)
-
-
-def maximum(x: Any, y: Any) -> Tensor:
-    """Elementwise maximum of two tensors (broadcasting)."""
-    return apply_binary(_MAXIMUM, x, y)
-
-
-def where(condition: Any, x: Any, y: Any) -> Tensor:
-    """``x`` where ``condition`` is true, else ``y``; no gradient flows to the condition."""
-    if type(condition) is Tensor:
-        condition = condition.data
-    return apply(R["where"], condition, x, y)
-
-
-def concatenate(tensors: Sequence[Any], axis: int = 0) -> Tensor:
-    """Join tensors along an existing axis."""
-    return apply(R["concatenate"], *tensors, axis=axis)
-
-
-def stack(tensors: Sequence[Any], axis: int = 0) -> Tensor:
-    """Join tensors along a new axis."""
-    return apply(R["stack"], *tensors, axis=axis)
-
-
-def softmax(x: Tensor, axis: int = -1) -> Tensor:
-    """exp(x) normalised to sum to 1 along ``axis`` (computed stably)."""
-    return apply(R["softmax"], x, axis=axis)
-
-
-def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
-    """log(softmax(x)) computed stably with log-sum-exp."""
-    return apply(R["log_softmax"], x, axis=axis)
-
-
-def cross_entropy(logits: Tensor, labels: Any) -> Tensor:
-    """Mean softmax cross-entropy of ``logits`` (N, C) against integer ``labels`` (N,).
-
-    ``labels`` may also be target probabilities of shape (N, C). The op is fused: its
-    gradient with respect to the logits is (softmax(logits) - one_hot(labels)) / N.
-    """
-    if type(labels) is Tensor:
-        labels = labels.data
-    elif not hasattr(labels, "shape"):
-        from .backend import namespace_of
-
-        xp = namespace_of(logits.data) if type(logits) is Tensor else None
-        labels = xp.asarray(labels) if xp is not None else labels
-    return apply(R["cross_entropy"], logits, labels)
-
-
-def mse(pred: Tensor, target: Any) -> Tensor:
-    """Mean squared error over all elements; shapes must match exactly."""
-    return apply(R["mse"], pred, target)
-
-
-def matmul(x: Any, y: Any) -> Tensor:
-    """Matrix product, the same as ``x @ y``."""
-    return apply_binary(_MATMUL, x, y)
-
-
-def sum(x: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:  # noqa: A001
-    """Sum over ``axis`` (all axes when None)."""
-    return apply(R["sum"], x, axis=axis, keepdims=keepdims)
-
-
-def mean(x: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
-    """Mean over ``axis`` (all axes when None)."""
-    return apply(R["mean"], x, axis=axis, keepdims=keepdims)
-
-
-def max(x: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:  # noqa: A001
-    """Maximum over ``axis``; the gradient goes to the maximal element(s)."""
-    return apply(R["max"], x, axis=axis, keepdims=keepdims)
-
-
-def reshape(x: Tensor, *shape: Any) -> Tensor:
-    """The same values in a new shape (``-1`` infers one axis)."""
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = tuple(shape[0])
-    return apply(R["reshape"], x, shape=tuple(shape))
-
-
-def transpose(x: Tensor, axes: Sequence[int] | None = None) -> Tensor:
-    """Permute axes (reverse them when ``axes`` is None)."""
-    return apply(R["transpose"], x, axes=None if axes is None else tuple(axes))
+for _op in list(REGISTRY.values()):
+    _install(_op)
+_ON_REGISTER.append(_install)  # ops registered later are installed too
 
 
 # --------------------------------------------------------------------------------------
-# Tensor operators and methods
+# Comparisons (not ops: no gradient), the transpose property, in-place operators
 # --------------------------------------------------------------------------------------
 def _cmp(name: str):
     def compare(self: Tensor, other: Any) -> Tensor:
-        o = other.data if type(other) is Tensor else other
-        return Tensor(getattr(self.data, name)(o))
+        o = other._data if type(other) is Tensor else other
+        return _constant(getattr(self._data, name)(o))
 
     compare.__name__ = name
     compare.__doc__ = "Elementwise comparison; the result is boolean and carries no gradient."
     return compare
 
 
-def _unwrap_index(index: Any) -> Any:
-    if type(index) is Tensor:
-        return index.data
-    if isinstance(index, tuple):
-        return tuple(i.data if type(i) is Tensor else i for i in index)
-    return index
-
-
-def _getitem(self: Tensor, index: Any) -> Tensor:
-    return apply(R["getitem"], self, index=_unwrap_index(index))
-
-
-Tensor.__add__ = lambda self, other: apply_binary(_ADD, self, other)
-Tensor.__radd__ = lambda self, other: apply_binary(_ADD, other, self)
-Tensor.__sub__ = lambda self, other: apply_binary(_SUB, self, other)
-Tensor.__rsub__ = lambda self, other: apply_binary(_SUB, other, self)
-Tensor.__mul__ = lambda self, other: apply_binary(_MUL, self, other)
-Tensor.__rmul__ = lambda self, other: apply_binary(_MUL, other, self)
-Tensor.__truediv__ = lambda self, other: apply_binary(_DIV, self, other)
-Tensor.__rtruediv__ = lambda self, other: apply_binary(_DIV, other, self)
-Tensor.__pow__ = lambda self, other: apply_binary(_POW, self, other)
-Tensor.__rpow__ = lambda self, other: apply_binary(_POW, other, self)
-Tensor.__matmul__ = lambda self, other: apply_binary(_MATMUL, self, other)
-Tensor.__rmatmul__ = lambda self, other: apply_binary(_MATMUL, other, self)
-Tensor.__neg__ = lambda self: apply_unary(_NEG, self)
-Tensor.__getitem__ = _getitem
 for _name in ("__lt__", "__le__", "__gt__", "__ge__", "__eq__", "__ne__"):
     setattr(Tensor, _name, _cmp(_name))
 Tensor.__hash__ = object.__hash__  # tensors are graph nodes: hash by identity
-Tensor.T = property(lambda self: transpose(self), doc="Axes reversed (the transpose for 2-D).")
-Tensor.reshape = reshape
-Tensor.transpose = transpose
-Tensor.sum = sum
-Tensor.mean = mean
-Tensor.max = max
-Tensor.exp = exp
-Tensor.log = log
-Tensor.tanh = tanh
-Tensor.sigmoid = sigmoid
-Tensor.relu = relu
+Tensor.T = property(lambda self: REGISTRY["transpose"].function(self),
+                    doc="Axes reversed (the transpose for 2-D).")  # fmt: skip
+
+
+def _in_place(symbol: str, dunder: str):
+    """``t += u`` and friends. Python falls back to ``t = t + u``, which is fine for a
+    value being accumulated, but on a parameter it silently rebinds the name to a new
+    tensor (the model keeps the old one): that case is refused with the idiom to use."""
+
+    def method(self: Tensor, other: Any) -> Tensor:
+        if self._node is None and self.requires_grad:
+            label = f"'{self.name}'" if self.name else "w"
+            raise TypeError(
+                f"{label} {symbol} ... on a tensor that requires grad would not change it: "
+                f"Python rebinds the name to a new tensor, {label} = {label} "
+                f"{symbol[0]} ..., and the model keeps the old one (under no_grad the new "
+                f"one does not even require grad). To update a parameter in place, change "
+                f"its values: p.data {symbol} ..., e.g. p.data -= lr * p.grad."
+            )
+        return getattr(self, dunder)(other)
+
+    method.__name__ = f"__i{dunder[2:]}"
+    return method
+
+
+for _sym, _dunder in (("+=", "__add__"), ("-=", "__sub__"), ("*=", "__mul__"),
+                      ("/=", "__truediv__"), ("**=", "__pow__"), ("@=", "__matmul__")):  # fmt: skip
+    setattr(Tensor, f"__i{_dunder[2:]}", _in_place(_sym, _dunder))
+
+
+# --------------------------------------------------------------------------------------
+# NumPy ufuncs meeting a Tensor
+# --------------------------------------------------------------------------------------
+# ``ndarray * t`` calls np.multiply(ndarray, t): that is the reflected operator, and runs the
+# engine's op. Any other ufunc on a tensor that requires grad is refused with the bl.*
+# function to use (NumPy would compute the values and silently drop the gradient).
+_BINARY_UFUNCS = {"add": "add", "subtract": "sub", "multiply": "mul", "divide": "div",
+                  "true_divide": "div", "power": "pow", "matmul": "matmul",
+                  "maximum": "maximum"}  # fmt: skip
+_COMPARISONS = {"less", "less_equal", "greater", "greater_equal", "equal", "not_equal"}
+
+
+def _array_ufunc(self: Tensor, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+    name = getattr(ufunc, "__name__", str(ufunc))
+    if method == "__call__" and not kwargs and len(inputs) == 2:
+        if name in _BINARY_UFUNCS:
+            return REGISTRY[_BINARY_UFUNCS[name]].function(*inputs)
+        if name in _COMPARISONS:
+            a, b = (i._data if type(i) is Tensor else i for i in inputs)
+            return _constant(ufunc(a, b))
+    if any(type(i) is Tensor and i.requires_grad for i in inputs):
+        op = {"negative": "neg"}.get(name, name)
+        alt = f"bl.{op}(t)" if op in REGISTRY and REGISTRY[op].public else "the bl.* functions"
+        raise TypeError(
+            f"np.{name} was called on a Tensor that requires grad. NumPy does not record the "
+            f"graph, so its result would carry no gradient. Use {alt} (or a Tensor operator) "
+            f"instead, or np.{name}(t.numpy()) if you only want the values."
+        )
+    host = [i._data if type(i) is Tensor else i for i in inputs]
+    return getattr(ufunc, method)(*host, **kwargs)
+
+
+Tensor.__array_ufunc__ = _array_ufunc

@@ -4,7 +4,13 @@ Run: ``make bench`` (or ``.venv/bin/python benchmarks/bench_engine.py [--quick]`
 
 Every workload is timed as interleaved rounds (baseline, engine, baseline, engine, ...)
 and reported as the ratio of medians, because these machines are noisy and only a ratio
-taken in the same process means anything. Times are this thread's CPU time
+taken in the same process means anything. The baseline ("the floor") is the same maths
+written by hand in NumPy, forward and backward. Rows: the engine in eager mode, the same
+step under ``bl.compile`` (recorded once, then replayed), and PyTorch when installed. Two
+more ratios: what this engine's run-time checks cost on the chain (the engine against a
+copy of itself with the checks' conditions set to False), and what the instrumentation
+hooks cost with no listener (against a copy without ``instrument/``). The summary at the
+end lists every target with the floor beside it. Times are this thread's CPU time
 (``time.thread_time``), which other processes on a shared machine disturb far less than
 wall time; with BLAS pinned to one thread all of the work runs on this thread. Targets
 (from the engine issue) are printed beside each ratio. BLAS is pinned to one thread
@@ -173,18 +179,26 @@ def bench_mlp(name, sizes, batch, dtype, target, rounds, inner, torch_ok):
         tx, ty = torch.from_numpy(x), torch.from_numpy(y)
         fns["pytorch"] = lambda: torch_mlp_step(tx, ty, t_ws, t_bs, lr)
     t = interleaved(fns, rounds, inner)
-    report(name, t, "numpy (floor)", target)
+    report(name, t, "numpy (floor)", {"backprop_lab": target},
+           short=f"{name.split(' (')[0]}, {np.dtype(dtype).name}")  # fmt: skip
     return t
 
 
-def report(name, times, base, target=None):
+SUMMARY: list[tuple[str, float, float, float]] = []  # (what, floor us, measured us, target)
+
+
+def report(name, times, base, targets=None, short=None):
+    """Print one workload; ``targets`` maps a row name to its target ratio."""
+    targets = targets or {}
+    short = short or name.split(" (")[0]
     print(f"\n{name}")
     for k, v in times.items():
         ratio = v / times[base]
         mark = ""
-        if k == "backprop_lab" and target is not None:
-            mark = f"   target <= {target:.2f}x: {'met' if ratio <= target else 'MISSED'}"
-        print(f"  {k:16} {v * 1e6:10.1f} us   {ratio:5.2f}x{mark}")
+        if k in targets:
+            mark = f"   target <= {targets[k]:.2f}x: {'met' if ratio <= targets[k] else 'MISSED'}"
+            SUMMARY.append((f"{short}: {k}", times[base] * 1e6, v * 1e6, targets[k]))
+        print(f"  {k:22} {v * 1e6:10.1f} us   {ratio:5.2f}x{mark}")
 
 
 # --------------------------------------------------------------------------------------
@@ -246,10 +260,15 @@ def bench_chain(rounds, inner, torch_ok):
     rng = np.random.default_rng(0)
     xd, cd = rng.standard_normal((8, 8)), rng.standard_normal((8, 8)) * 0.5
     x, c = bl.tensor(xd, requires_grad=True), bl.tensor(cd)
+    compiled = bl.compile(engine_chain, fallback=False)
     np.testing.assert_allclose(bl.to_numpy(engine_chain(x, c)), numpy_chain(xd, cd), rtol=1e-10)
+    eager = engine_chain(x, c)
+    for _ in range(2):  # recorded, then replayed: bit-identical to eager mode
+        assert np.array_equal(compiled(x, c), eager)
     fns = {
         "numpy (floor)": lambda: numpy_chain(xd, cd),
         "backprop_lab": lambda: engine_chain(x, c),
+        "backprop_lab compiled": lambda: compiled(x, c),
     }
     if torch_ok:
         import torch
@@ -259,14 +278,80 @@ def bench_chain(rounds, inner, torch_ok):
         fns["pytorch"] = lambda: torch_chain(tx, tc)
     t = interleaved(fns, rounds, inner)
     n_ops = CHAIN + 1  # + the final sum
-    print(f"\nchain of {CHAIN} elementwise ops on (8, 8), forward + backward")
-    for k, v in t.items():
-        mark = ""
-        if k == "backprop_lab":
-            per = v / n_ops * 1e6
-            mark = f"   target <= 2.0 us/op: {'met' if per <= 2.0 else 'MISSED'}"
-        print(f"  {k:16} {v / n_ops * 1e6:6.2f} us per op   ({v / t['numpy (floor)']:.2f}x){mark}")
+    report(f"chain of {CHAIN} elementwise ops on (8, 8), forward + backward "
+           f"(floor {t['numpy (floor)'] / n_ops * 1e6:.2f} us per op)", t, "numpy (floor)",
+           {"backprop_lab": 2.0, "backprop_lab compiled": 1.2},
+           short="chain of 100 ops")  # fmt: skip
     return t
+
+
+def load_variant(name: str, transform) -> object:
+    """A copy of backprop_lab, changed by ``transform(path)``, importable as ``name``."""
+    import atexit
+    import importlib
+    import shutil
+    import tempfile
+
+    src = Path(bl.__file__).resolve().parent
+    tmp = Path(tempfile.mkdtemp(prefix="bl_bench_"))
+    shutil.copytree(src, tmp / name, ignore=shutil.ignore_patterns("__pycache__"))
+    transform(tmp / name)
+    sys.path.insert(0, str(tmp))
+    atexit.register(shutil.rmtree, tmp, True)
+    return importlib.import_module(name)
+
+
+def _checks_off(pkg: Path) -> None:
+    """Every ``if <condition>:  # check: ...`` in the engine core becomes ``if False:``."""
+    import re
+
+    for f in ("tensor.py",):
+        path = pkg / f
+        lines = path.read_text().splitlines(keepends=True)
+        out = [re.sub(r"if .*:(\s+# check:)", r"if False:\1", ln) if "# check:" in ln else ln
+               for ln in lines]  # fmt: skip
+        assert out != lines, "no check found to switch off"
+        path.write_text("".join(out))
+
+
+def bench_checks(rounds, inner):
+    """The chain with this engine's run-time checks against a copy without them."""
+    plain = load_variant("bl_checks_off", _checks_off)
+    rng = np.random.default_rng(0)
+    xd, cd = rng.standard_normal((8, 8)), rng.standard_normal((8, 8)) * 0.5
+    x1, c1 = bl.tensor(xd, requires_grad=True), bl.tensor(cd)
+    x2, c2 = plain.tensor(xd, requires_grad=True), plain.tensor(cd)
+
+    def chain(lib, x, c):
+        h = x
+        for _ in range(CHAIN // 4):
+            h = lib.sin(lib.tanh(h * c) + c)
+        h.sum().backward()
+        x.grad = None
+
+    t = interleaved({"without the checks": lambda: chain(plain, x2, c2),
+                     "with the checks": lambda: chain(bl, x1, c1)}, rounds, inner)  # fmt: skip
+    report("cost of the run-time checks on the chain (in-place detection)", t,
+           "without the checks", {"with the checks": 1.05},
+           short="chain, run-time checks")  # fmt: skip
+
+
+def bench_no_listener(rounds, inner):
+    """The instrumentation hooks with no listener, against a copy without instrument/."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_instrument import chain_step, load_without_instrumentation
+
+    plain = load_without_instrumentation()
+    x1 = bl.tensor(np.linspace(-1, 1, 8), requires_grad=True)
+    x2 = plain.tensor(np.linspace(-1, 1, 8), requires_grad=True)
+    with bl.trace(), bl.count(), bl.measure_memory(), bl.detect_anomaly():
+        chain_step(bl, x1)  # use every instrument once, then leave
+    fns = {"without instrument/": lambda: chain_step(plain, x2),
+           "with it, no listener": lambda: chain_step(bl, x1)}  # fmt: skip
+    t = interleaved(fns, rounds, inner)
+    report("instrumentation hooks with no listener (25 x mul, add, tanh + backward)", t,
+           "without instrument/", {"with it, no listener": 1.02},
+           short="hooks, no listener")  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------
@@ -340,7 +425,7 @@ def torch_rnn(xs, y, params):
 def bench_rnn(rounds, inner, torch_ok):
     xs, y, params = make_rnn()
     e_params = [bl.tensor(p, requires_grad=True) for p in params]
-    e_xs, e_y = bl.tensor(xs), bl.tensor(y)
+    e_y = bl.tensor(y)
     _, g_np = numpy_rnn(xs, y, params)
     # Index time steps of a Tensor once, outside the timed region, like the NumPy side.
     steps = [bl.tensor(xs[t]) for t in range(xs.shape[0])]
@@ -354,9 +439,15 @@ def bench_rnn(rounds, inner, torch_ok):
     _, g_e = engine_rnn(Steps(), e_y, e_params)
     for a, b in zip(g_np, g_e):
         np.testing.assert_allclose(a, bl.to_numpy(b), rtol=1e-9, atol=1e-12)
+    compiled = bl.compile(engine_rnn, fallback=False)
+    the_steps = Steps()
+    for _ in range(2):  # recorded, then replayed: bit-identical to eager mode
+        _, g_c = compiled(the_steps, e_y, e_params)
+        assert all(np.array_equal(a, b) for a, b in zip(g_e, g_c))
     fns = {
         "numpy (floor)": lambda: numpy_rnn(xs, y, params),
         "backprop_lab": lambda: engine_rnn(Steps(), e_y, e_params),
+        "backprop_lab compiled": lambda: compiled(the_steps, e_y, e_params),
     }
     if torch_ok:
         import torch
@@ -365,8 +456,8 @@ def bench_rnn(rounds, inner, torch_ok):
         txs, ty = torch.from_numpy(xs), torch.from_numpy(y)
         fns["pytorch"] = lambda: torch_rnn(txs, ty, t_params)
     t = interleaved(fns, rounds, inner)
-    report("RNN unrolled 50 steps (hidden 64, batch 32), forward + BPTT", t, "numpy (floor)", 1.3)
-    del e_xs
+    report("RNN unrolled 50 steps (hidden 64, batch 32), forward + BPTT", t, "numpy (floor)",
+           {"backprop_lab": 1.3, "backprop_lab compiled": 1.2})  # fmt: skip
     return t
 
 
@@ -401,7 +492,17 @@ def bench_memory():
         f"  backprop_lab     {eng / 2**20:8.2f} MiB   {ratio:.2f}x   target <= 1.20x: "
         f"{'met' if ratio <= 1.2 else 'MISSED'}"
     )
+    SUMMARY.append(("peak memory, large step (MiB, not us)", floor / 2**20, eng / 2**20, 1.2))
     return ratio
+
+
+def print_summary():
+    print("\nsummary: every target, the floor beside it (times in us per step)")
+    print(f"  {'what':66} {'floor':>9} {'measured':>9} {'ratio':>6} {'target':>6}")
+    for what, floor, measured, target in SUMMARY:
+        ratio = measured / floor
+        print(f"  {what[:66]:66} {floor:9.1f} {measured:9.1f} {ratio:5.2f}x {target:5.2f}x "
+              f"{'met' if ratio <= target else 'MISSED'}")  # fmt: skip
 
 
 def main(argv=None):
@@ -443,7 +544,10 @@ def main(argv=None):
     )  # fmt: skip
     bench_chain(rounds, max(1, int(200 * scale)), torch_ok)
     bench_rnn(rounds, max(1, int(20 * scale)), torch_ok)
+    bench_checks(rounds, max(1, int(200 * scale)))
+    bench_no_listener(rounds * 4, max(1, int(50 * scale)))
     bench_memory()
+    print_summary()
     if limits is not None:
         limits.unregister() if hasattr(limits, "unregister") else None
 

@@ -142,7 +142,9 @@ def base_url() -> Iterator[str]:
         server.server_close()
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright's sync API allows one running instance per thread, and
+# tests/test_jupyterlab.py starts its own after this module's tests are done.
+@pytest.fixture(scope="module")
 def browser():
     playwright_api = pytest.importorskip("playwright.sync_api")
     assert Path(CHROMIUM).exists(), (
@@ -263,7 +265,7 @@ def test_page_loads_cleanly_and_renders(visit, rel):
         errors = page.locator("mjx-merror").all_inner_texts()
         assert not errors, f"{rel}: MathJax errors: {errors}"
 
-    if WIDGET_STATE in html:
+    if WIDGET_VIEW in html:  # (a page may carry a notebook's saved state and no view)
         views = html.count(WIDGET_VIEW)
         page.wait_for_selector(".jupyter-widgets", state="visible", timeout=15_000)
         rendered = page.locator(".widget-subarea .jupyter-widgets, .jupyter-widgets.widget-box")
@@ -283,6 +285,13 @@ def test_widget_chapters_embed_their_widgets(visit, chapter):
         pytest.skip(f"{chapter} does not use ipywidgets")
     rel = f"notebooks/{chapter}.html"
     html = (SITE / rel).read_text(encoding="utf-8")
+    if WIDGET_VIEW not in html:
+        # Its explorers are backprop_lab.explorer.Explorer: static on the site.
+        assert 'data-bl-explorer="static"' in html, (
+            f"{rel}: the notebook shows widgets but the page has neither widgets nor static "
+            "explorers (did the chapter execute?)"
+        )
+        return
     assert WIDGET_STATE in html, f"{rel}: no widget state embedded (did the chapter execute?)"
     v = visit(rel)
     v.page.wait_for_selector(".jupyter-widgets", state="visible", timeout=15_000)
@@ -678,10 +687,9 @@ def test_exercises_are_numbered_by_chapter(chapter):
         assert f"{int(ch)}.{int(n)}" in titles, f"{chapter}: ex-{ch}-{n} is not 'Exercise {ch}.{n}'"
 
 
-@pytest.mark.parametrize("rel", PAGES)
+# The instructor guide explains the markers in prose; every other page must not show them.
+@pytest.mark.parametrize("rel", [p for p in PAGES if p != "book/instructor-guide.html"])
 def test_no_solution_markers_on_pages(rel):
-    if rel == "book/instructor-guide.html":
-        pytest.skip("the instructor guide explains the markers in prose")
     html = (SITE / rel).read_text(encoding="utf-8")
     assert not re.search(r"# (BEGIN|END) SOLUTION", html), f"{rel} shows solution markers"
 

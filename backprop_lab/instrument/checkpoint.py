@@ -3,9 +3,13 @@
 ``bl.checkpoint(fn, *args)`` runs ``fn(*args)`` without recording its inside: the graph
 gets one node that saves only the *inputs*. When backward reaches that node it runs ``fn``
 again, this time recording, on fresh leaves holding the saved inputs, and backpropagates
-the upstream gradient through the recomputed graph. Parameters that ``fn`` uses (captured
-in a closure or a module) receive their gradients during that inner backward pass, as
-with ``torch.utils.checkpoint``.
+the upstream gradient through the recomputed graph, as ``torch.utils.checkpoint`` does.
+
+Tensors that ``fn`` uses without receiving them as arguments (parameters in a closure or a
+module, or an activation computed earlier) are found during the first run and become
+extra inputs of the node. The inner backward pass stops at them and hands their gradients
+to the outer one, so they are accumulated like any other input's, and a captured
+activation's own graph is left for the outer pass to walk.
 
 ``fn`` must compute the same values when run twice (no fresh random numbers inside).
 """
@@ -17,18 +21,32 @@ from typing import Any
 
 from ..backend import is_floating, namespace_of
 from ..ops import Op
-from ..tensor import MODE, Tensor, apply, backward, enable_grad, no_grad
-from . import state
+from ..tensor import MODE, Listener, Tensor, apply, backpropagate, mode_changed
 
 __all__ = ["checkpoint", "checkpoint_sequential", "CheckpointOp"]
+
+
+class _Capture(Listener):
+    """Collects the tensors requiring grad that ops inside a no_grad run receive: under
+    no_grad nothing computed inside requires grad, so these all come from outside."""
+
+    def __init__(self, exclude: Sequence[Tensor]) -> None:
+        self.exclude = {id(t) for t in exclude}
+        self.found: dict[int, Tensor] = {}
+
+    def on_forward(self, op, node, inputs, output, params, seconds) -> None:
+        for a in inputs:
+            if type(a) is Tensor and a.requires_grad and id(a) not in self.exclude:
+                self.found.setdefault(id(a), a)
 
 
 class CheckpointOp(Op):
     """An op for one checkpointed call (not a primitive, so not in the registry)."""
 
-    __slots__ = ("fn", "kinds", "replayable")
+    __slots__ = ("fn", "kinds", "replayable", "captured", "watched", "_pending")
 
-    def __init__(self, fn: Callable[..., Any], kinds: tuple[str, ...], diff: frozenset) -> None:
+    def __init__(self, fn: Callable[..., Any], kinds: tuple[str, ...], diff: frozenset,
+                 captured: tuple[Tensor, ...], out: Any) -> None:  # fmt: skip
         name = f"checkpoint({getattr(fn, '__name__', type(fn).__name__)})"
         super().__init__(
             name,
@@ -41,17 +59,19 @@ class CheckpointOp(Op):
             "Checkpointed call: saves only its inputs and recomputes f during backward.",
             diff,
             None,
+            "movement",
         )
         self.fn = fn
-        self.kinds = kinds  # per argument: "tensor", "int_tensor", "dummy" or "const"
-        self.replayable = False  # the VJP runs backward with side effects on parameters
+        self.kinds = kinds  # per argument: "tensor", "int_tensor" or "const"
+        self.replayable = False  # the VJP runs backward through a recomputed graph
+        self.captured = captured  # tensors fn reads from outside (extra node inputs)
+        self.watched = tuple(t._data for t in captured)  # in-place changes are checked
+        self._pending = out  # the output of the first run, handed over by _forward
 
     def _call(self, arrays: Sequence[Any], needs: Sequence[bool] | None) -> Any:
         args = []
         leaves = []
         for i, (kind, a) in enumerate(zip(self.kinds, arrays)):
-            if kind == "dummy":
-                continue
             if kind == "tensor":
                 t = Tensor(a, bool(needs[i]) if needs is not None else False)
                 args.append(t)
@@ -69,26 +89,25 @@ class CheckpointOp(Op):
         return out, leaves
 
     def _forward(self, xp: Any, *arrays: Any) -> tuple[Any, Any]:
-        with no_grad():
-            out, _ = self._call(arrays, None)
-        return out.data, arrays  # saved: the inputs only
+        out, self._pending = self._pending, None
+        return out, arrays[: len(self.kinds)]  # saved: the explicit inputs only
 
     def _vjp(self, xp: Any, g: Any, saved: Any, needs: Sequence[bool]) -> tuple[Any, ...]:
-        state.recomputing += 1
-        try:
-            with enable_grad():
-                out, leaves = self._call(saved, needs)
-            if out.requires_grad:
-                backward(out, g)
-        finally:
-            state.recomputing -= 1
-        grads: list[Any] = [None] * len(saved)
-        for i, t in leaves:
-            if needs[i]:
-                grads[i] = t.grad if t.grad is not None else namespace_of(t.data).zeros_like(t.data)
-        for i, kind in enumerate(self.kinds):
-            if kind == "dummy" and needs[i]:
-                grads[i] = namespace_of(saved[i]).zeros_like(saved[i])
+        n = len(self.kinds)
+        with mode_changed(grad_enabled=True, recomputing=MODE.recomputing + 1):
+            out, leaves = self._call(saved, needs)
+            targets: dict[Any, int] = {t: i for i, t in leaves if needs[i]}
+            for k, t in enumerate(self.captured):
+                if needs[n + k]:
+                    targets.setdefault(t._node or t, n + k)
+            found = backpropagate(out, g, targets=targets) if out.requires_grad else {}
+        grads: list[Any] = [None] * (n + len(self.captured))
+        for target, i in targets.items():
+            grads[i] = found.get(target)
+        for i, need in enumerate(needs):
+            if need and grads[i] is None:  # the output does not depend on this input
+                like = saved[i] if i < n else self.captured[i - n]._data
+                grads[i] = namespace_of(like).zeros_like(like)
         return tuple(grads)
 
     def _jvp(self, xp: Any, tangents: Any, inputs: Any, out: Any) -> Any:
@@ -99,43 +118,36 @@ def checkpoint(fn: Callable[..., Tensor], *args: Any) -> Tensor:
     """``fn(*args)``, recorded as one node that recomputes ``fn`` during backward.
 
     The node keeps only ``args`` alive (not ``fn``'s intermediate activations). Gradients
-    equal those of ``fn(*args)`` without checkpointing. If no argument requires a gradient
-    (the first segment of a network fed with data), a zero-size dummy input that does is
-    added, so parameters inside ``fn`` still receive gradients.
+    equal those of ``fn(*args)`` without checkpointing, for the arguments and for every
+    tensor ``fn`` reads from outside (parameters, earlier activations).
     """
     if not MODE.grad_enabled or MODE.forward_level:
         return fn(*args)
     kinds = []
     diff = set()
-    call_args = []
-    any_grad = False
-    xp = None
+    call_args: list[Any] = []
+    explicit: list[Tensor] = []
     for i, a in enumerate(args):
         if type(a) is Tensor:
-            xp = namespace_of(a.data)
-            if is_floating(xp, a.data.dtype):
+            xp = namespace_of(a._data)
+            if is_floating(xp, a._data.dtype):
                 kinds.append("tensor")
                 diff.add(i)
-                any_grad = any_grad or a.requires_grad
                 call_args.append(a)
+                explicit.append(a)
                 continue
             kinds.append("int_tensor")  # e.g. class labels: re-wrapped, never differentiated
-            call_args.append(a.data)
+            call_args.append(a._data)
         else:
             kinds.append("const")
             call_args.append(a)
-    if not any_grad:
-        if xp is None:
-            from ..backend import default_namespace
-
-            xp = default_namespace()[0]
-        dummy = Tensor(xp.zeros((0,)), True)
-        dummy.name = "grad anchor"
-        diff.add(len(call_args))
-        kinds.append("dummy")
-        call_args.append(dummy)
-    op = CheckpointOp(fn, tuple(kinds), frozenset(diff))
-    return apply(op, *call_args)
+    probe = CheckpointOp(fn, tuple(kinds), frozenset(), (), None)
+    with _Capture(explicit) as capture, mode_changed(grad_enabled=False):
+        out, _ = probe._call([a._data if type(a) is Tensor else a for a in call_args], None)
+    captured = tuple(capture.found.values())
+    diff.update(range(len(kinds), len(kinds) + len(captured)))
+    op = CheckpointOp(fn, tuple(kinds), frozenset(diff), captured, out._data)
+    return apply(op, *call_args, *captured)
 
 
 def checkpoint_sequential(

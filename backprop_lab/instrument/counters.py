@@ -29,19 +29,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..tensor import MODE, Listener, Tensor
-from . import state
 
-__all__ = ["Counter", "count", "forward_flops", "FLOP_KINDS"]
-
-_ELEMENTWISE = ("add sub mul div neg pow exp log sin cos tanh sigmoid relu maximum where").split()
-_REDUCTION = "sum mean max softmax log_softmax cross_entropy mse".split()
-_MOVEMENT = "reshape transpose getitem concatenate stack".split()
-FLOP_KINDS: dict[str, str] = {
-    **{n: "elementwise" for n in _ELEMENTWISE},
-    **{n: "reduction" for n in _REDUCTION},
-    **{n: "movement" for n in _MOVEMENT},
-    "matmul": "matmul",
-}
+__all__ = ["Counter", "count", "forward_flops"]
 
 
 def _size(x: Any) -> int:
@@ -55,7 +44,10 @@ def _size(x: Any) -> int:
 
 def forward_flops(op: Any, inputs: Any, output: Any) -> int:
     """FLOPs of one forward application of ``op`` under the module's convention."""
-    kind = FLOP_KINDS.get(op.name)
+    kind = op.flops
+    if callable(kind):
+        return int(kind([a.data if type(a) is Tensor else a for a in inputs],
+                        output.data if type(output) is Tensor else output))  # fmt: skip
     if kind == "elementwise":
         return _size(output)
     if kind == "matmul":
@@ -67,8 +59,11 @@ def forward_flops(op: Any, inputs: Any, output: Any) -> int:
 
 
 def _backward_flops(node: Any, upstream: Any, grads: Any) -> int:
-    kind = FLOP_KINDS.get(node.op.name)
-    if kind is None or kind == "movement":
+    kind = node.op.flops
+    if callable(kind):  # the forward count, once per input that receives a gradient
+        f = (node.meta or {}).get("flops", _size(upstream))
+        return f * sum(1 for g in grads if g is not None)
+    if kind == "movement":
         return 0
     n = 0
     for g in grads:
@@ -121,7 +116,9 @@ class Counter(Listener):
         else:
             entry[0] += 1
             entry[1] += f
-        if state.recomputing:
+        if node is not None and callable(op.flops):
+            node.meta = {**(node.meta or {}), "flops": f}
+        if MODE.recomputing:
             self.recompute_ops += 1
             self.recompute_flops += f
         else:
@@ -134,7 +131,7 @@ class Counter(Listener):
     def on_backward(self, node, upstream, input_grads, seconds) -> None:
         self.backward_ops += 1
         self.backward_flops += _backward_flops(node, upstream, input_grads)
-        if state.recomputing:
+        if MODE.recomputing:
             return
         # Within one backward pass nodes are visited in strictly decreasing seq order.
         if self._new_pass or node.seq >= self._last_seq:
@@ -143,7 +140,7 @@ class Counter(Listener):
         self._last_seq = node.seq
 
     def on_leaf_grad(self, leaf, grad) -> None:
-        if not state.recomputing:
+        if not MODE.recomputing:
             self._new_pass = True
 
     # -- helpers ---------------------------------------------------------------------------

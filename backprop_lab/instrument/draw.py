@@ -1,6 +1,6 @@
 """Draw a computation graph as self-contained SVG (no Graphviz, no fonts, no scripts).
 
-``draw_graph(trace)`` shows the graph a :class:`~backprop_lab.trace.Trace` recorded: each
+``draw_graph(trace)`` shows the graph a :class:`~backprop_lab.instrument.trace.Trace` recorded: each
 op with its output value and the gradient that reached it, each leaf with its value and
 gradient, and every edge shaded by the magnitude of the gradient that flowed along it
 (darker and thicker = larger, on a log scale). ``draw_graph(tensor)`` draws the graph

@@ -8,7 +8,7 @@
 * :func:`capture_grads`           hooks that keep the gradients of intermediate tensors
 
 The functions take plain data (dicts of arrays, lists of numbers), so a chapter can feed
-them from a :class:`~backprop_lab.trace.Trace` (:func:`activations_from_trace`), from
+them from a :class:`~backprop_lab.instrument.trace.Trace` (:func:`activations_from_trace`), from
 module hooks, or from its own bookkeeping.
 """
 

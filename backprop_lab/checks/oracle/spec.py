@@ -50,6 +50,9 @@ ENGINE_GRADIENTS = (
     "backprop_lab.transforms.jvp",
     "backprop_lab.transforms.jacobian",
     "backprop_lab.tensor.Tensor.backward",
+    "backprop_lab.tensor.backward",
+    "backprop_lab.tensor.backpropagate",
+    "backprop_lab.compile.CompiledFunction",  # replays recorded VJP calls
     "backprop_lab.gradcheck.gradcheck",
     "backprop_lab.ops.REGISTRY",  # every op's vjp and jvp rule
     "backprop_lab.ops.unbroadcast",

@@ -73,15 +73,7 @@ TEXT_SIZE_KEY = "backprop:min-text-px"
 # them. Such a page's test is reported as xfailed (not passed) while they stay small, and
 # fails once one of them is fixed, so that its line here gets deleted.
 # Key: (page, index of the figure among the page's output images).
-KNOWN_SMALL_TEXT = {
-    ("notebooks/01-what-backprop-computes.html", 1): "ch01.slice_explorer (ipywidgets; "
-    "chapters 1-5 helper converts it to Explorer, 6.5 in figure)",
-    ("notebooks/01-what-backprop-computes.html", 2): "chapter 1 cell ch01-c21: a 9.4 in "
-    "figure scaled to the column (chapters 1-5 helper)",
-    ("notebooks/02-chain-rule.html", 0): "ch02.chain_rule_explorer (ipywidgets, 9.5 in; "
-    "chapters 1-5 helper)",
-    ("notebooks/03-jacobians.html", 0): "ch03.jacobian_explorer (ipywidgets; chapters 1-5 helper)",
-}
+KNOWN_SMALL_TEXT: dict[tuple[str, int], str] = {}
 
 
 def site_pages() -> list[str]:

@@ -64,8 +64,7 @@ FINITE_DIFFERENCES = (
     "backprop_lab.numdiff",
     "backprop_lab.checks.legacy.numerical_vjp",
     "backprop_lab.checks.legacy.numerical_jacobian",
-    "backprop_lab.explore.ch01.finite_difference_gradient",
-    "backprop_lab.explore.ch02.numerical_derivative",
+    "backprop_lab.explore.what_backprop_computes.finite_difference_gradient",
 )
 
 

@@ -1,12 +1,17 @@
 """Check the student edition: released notebooks must fail exactly at their check cells.
 
     .venv/bin/python scripts/check_student_release.py [--notebooks notebooks/] [--keep DIR]
+                                                       [--practice]
 
 Releases every notebook in ``notebooks/`` to a temporary directory (``backprop-lab release``),
 runs ``pytest --nbval-lax`` on the result with JUnit XML and ``BACKPROP_LAB_STRICT=1`` (so a
 failing check raises instead of printing its feedback), and compares the failing items with
 the check cells (``Cell N``, N counting code cells). Exit status 0 when they are exactly the
 check cells (or when there is no notebook at all, which it says), 1 otherwise.
+
+``--practice`` also runs each released notebook the way a student's Run All in JupyterLab
+does (practice mode: no ``BACKPROP_LAB_STRICT``): every cell must run without an error, and
+every check cell must show its feedback ("Exercise N.k (...): not implemented yet").
 """
 
 from __future__ import annotations
@@ -158,6 +163,43 @@ def _check(notebooks: Path, tmp: Path, timeout: int) -> int:
     return 0
 
 
+def practice_run(released: list[Path], timeout: int = 120) -> list[str]:
+    """Run each released notebook top to bottom in practice mode, as a student's Run All;
+    return the problems found (an error in any cell, a check cell without its feedback)."""
+    import nbclient
+
+    problems = []
+    saved = {k: os.environ.pop(k) for k in ("BACKPROP_LAB_STRICT", "BACKPROP_LAB_CHECK_DIR",
+                                              "BACKPROP_LAB_SEED") if k in os.environ}  # fmt: skip
+    try:
+        for path in released:
+            nb = nbu.read(path)
+            client = nbclient.NotebookClient(
+                nb,
+                timeout=timeout,
+                kernel_name="python3",
+                allow_errors=True,
+                resources={"metadata": {"path": str(path.parent)}},
+            )
+            client.execute()
+            for cell in nb.cells:
+                if cell.get("cell_type") != "code":
+                    continue
+                errors = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+                where = f"{path.name}::{cell.get('id')}"
+                if errors:
+                    problems.append(f"{where} raised {errors[0].get('ename')}: "
+                                    f"{str(errors[0].get('evalue'))[:200]}")  # fmt: skip
+                elif nbu.is_check(cell):
+                    text = "".join(o.get("text", "") for o in cell.get("outputs", []))
+                    ex = nbu.exercise_of(cell)
+                    if f"Exercise {ex}" not in text or "not implemented yet" not in text:
+                        problems.append(f"{where} shows no feedback for exercise {ex}: {text!r}")
+    finally:
+        os.environ.update(saved)
+    return problems
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--notebooks", type=Path, default=ROOT / "notebooks")
@@ -168,8 +210,33 @@ def main(argv=None) -> int:
         help="write the release and JUnit XML here (default: a temp dir)",
     )
     ap.add_argument("--cell-timeout", type=int, default=120)
+    ap.add_argument(
+        "--practice",
+        action="store_true",
+        help="also run the release as a student's Run All (practice mode) and check that "
+        "every cell runs and every check cell shows its feedback",
+    )
     args = ap.parse_args(argv)
-    return check(args.notebooks, args.keep, args.cell_timeout)
+    if not args.practice:
+        return check(args.notebooks, args.keep, args.cell_timeout)
+    tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="student-practice-"))
+    try:
+        status = check(args.notebooks, tmp, args.cell_timeout)
+        released = sorted((tmp / "release").rglob("*.ipynb"))
+        problems = practice_run(released, args.cell_timeout) if released else []
+        for line in problems:
+            print(f"  Run All (practice mode): {line}")
+        if problems:
+            print("check_student_release: Run All in practice mode FAILED")
+            return 1
+        print(
+            f"check_student_release: Run All in practice mode OK - {len(released)} notebook(s) "
+            "run to the end and every check cell shows its feedback"
+        )
+        return status
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

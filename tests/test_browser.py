@@ -73,15 +73,7 @@ TEXT_SIZE_KEY = "backprop:min-text-px"
 # them. Such a page's test is reported as xfailed (not passed) while they stay small, and
 # fails once one of them is fixed, so that its line here gets deleted.
 # Key: (page, index of the figure among the page's output images).
-KNOWN_SMALL_TEXT = {
-    ("notebooks/01-what-backprop-computes.html", 1): "ch01.slice_explorer (ipywidgets; "
-    "chapters 1-5 helper converts it to Explorer, 6.5 in figure)",
-    ("notebooks/01-what-backprop-computes.html", 2): "chapter 1 cell ch01-c21: a 9.4 in "
-    "figure scaled to the column (chapters 1-5 helper)",
-    ("notebooks/02-chain-rule.html", 0): "ch02.chain_rule_explorer (ipywidgets, 9.5 in; "
-    "chapters 1-5 helper)",
-    ("notebooks/03-jacobians.html", 0): "ch03.jacobian_explorer (ipywidgets; chapters 1-5 helper)",
-}
+KNOWN_SMALL_TEXT: dict[tuple[str, int], str] = {}
 
 
 def site_pages() -> list[str]:
@@ -387,6 +379,25 @@ def png_text_size(data: bytes) -> float | None:
     return None
 
 
+def svg_text_size(data: bytes) -> float | None:
+    """The smallest font size of an SVG drawing (bl.draw_graph), in px at its natural size."""
+    import re
+
+    text = data.decode("utf-8", "replace")
+    head = re.search(r"<svg\b[^>]*>", text)
+    if head is None:
+        return None
+    sizes = [float(v) for v in re.findall(r'font-size(?:="|:\s*)([0-9.]+)(?:px)?', text)]
+    if not sizes:
+        return None
+    scale = 1.0  # user units per px: width attribute over the viewBox width
+    box = re.search(r'viewBox="[-0-9.]+ [-0-9.]+ ([0-9.]+) [0-9.]+"', head.group(0))
+    width = re.search(r'\bwidth="([0-9.]+)(?:px)?"', head.group(0))
+    if box and width and float(box.group(1)) > 0:
+        scale = float(width.group(1)) / float(box.group(1))
+    return min(sizes) * scale
+
+
 FIGURES_JS = """() => {
   const out = [];
   const imgs = document.querySelectorAll('.bd-content .cell_output img');
@@ -414,11 +425,14 @@ def figure_text_sizes(v: PageVisit, rel: str) -> list[tuple[str, float | None]]:
         if natural_px is None:
             if src.startswith("data:image/png;base64,"):
                 data = base64.b64decode(src.split(",", 1)[1])
+            elif src.startswith("data:image/svg+xml;base64,"):
+                data = base64.b64decode(src.split(",", 1)[1])
             elif src.startswith("data:"):
                 data = b""
             else:
                 data = (SITE / rel).parent.joinpath(src.split("?")[0]).resolve().read_bytes()
-            natural_px = png_text_size(data)
+            is_svg = src.split("?")[0].endswith(".svg") or src.startswith("data:image/svg")
+            natural_px = svg_text_size(data) if is_svg else png_text_size(data)
         name = f"figure {k} ({src[:40]})"
         scale = min(1.0, fig["shown"] / fig["natural"]) if fig["natural"] else 1.0
         sizes.append((name, None if natural_px is None else natural_px * scale))

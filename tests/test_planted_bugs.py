@@ -14,7 +14,6 @@ from backprop_lab.checks.drivers.chain_rule import sin_cubed, two_paths
 from backprop_lab.checks.drivers.jacobians import softmax
 from backprop_lab.checks.oracle.what_backprop_computes import A, t, toy_loss
 from backprop_lab.checks.testing import answer_from_source, grading_verdict, practice_verdict
-from backprop_lab.explore import ch04
 
 # What the notebooks define before their exercises (the answer cells read these globals).
 NOTEBOOK = {
@@ -25,7 +24,6 @@ NOTEBOOK = {
     "sin_cubed": sin_cubed,
     "two_paths": two_paths,
     "softmax_np": softmax,
-    "ch04": ch04,
 }
 
 RIGHT = {

@@ -58,9 +58,7 @@ register(
             UPSTREAM_IGNORED,
         ],
         cost=Cost(multiple=10, inputs={"w": (200_000,)}),
-        forbidden=ENGINE_GRADIENTS
-        + FINITE_DIFFERENCES
-        + ("backprop_lab.explore.ch02.chain_factors",),
+        forbidden=ENGINE_GRADIENTS + FINITE_DIFFERENCES,
     )
 )
 

@@ -15,7 +15,10 @@ from backprop_lab.checks.oracle.spec import (
     Cost,
 )
 
-GATE_HELPERS = ("backprop_lab.explore.ch05.gate_backward", "backprop_lab.explore.ch05.GATES")
+GATE_HELPERS = (
+    "backprop_lab.explore.gates.gate_gradients",
+    "backprop_lab.explore.gates.local_derivative_curve",
+)
 FORBIDDEN = ENGINE_GRADIENTS + FINITE_DIFFERENCES + GATE_HELPERS
 LARGE = (1000, 200)
 

@@ -17,8 +17,8 @@ from backprop_lab.checks.oracle.spec import (
 )
 
 JACOBIAN_HELPERS = (
-    "backprop_lab.explore.ch03.jacobian_matrix",
-    "backprop_lab.explore.ch03.jacobian_with_passes",
+    "backprop_lab.explore.jacobians.jacobian_matrix",
+    "backprop_lab.explore.jacobians.jacobian_with_passes",
 )
 
 register(

@@ -49,6 +49,21 @@ def _draw_rnn(rng, k):
     }
 
 
+def _draw_rnn_large(rng):
+    """The cost check's long sequence (T = 200), with weights small enough that the network
+    forgets (recurrent gain below 1): drawn like the small cases, 200 tanh steps with
+    uniform(-0.6, 0.6) weights are chaotic, and a finite difference along a direction that
+    moves every entry at once then no longer measures the derivative of a right answer."""
+    T, B, d, n = 200, 16, 8, 32
+    return {
+        "xs": rng.uniform(-1.0, 1.0, size=(T, B, d)),
+        "h0": rng.uniform(-0.5, 0.5, size=(B, n)),
+        "Wx": rng.uniform(-1.0, 1.0, size=(d, n)) / np.sqrt(d),
+        "Wh": rng.uniform(-1.0, 1.0, size=(n, n)) * 0.5 / np.sqrt(n),
+        "b": rng.uniform(-0.3, 0.3, size=(n,)),
+    }
+
+
 def _rnn_variant(c, mode: str):
     """The gradients the engine gives on a modified graph of the case's network:
 
@@ -138,6 +153,7 @@ register(
         cost=Cost(
             multiple=12,
             inputs={"xs": (200, 16, 8), "h0": (16, 32), "Wx": (8, 32), "Wh": (32, 32), "b": (32,)},
+            draw=_draw_rnn_large,
         ),
         forbidden=FORBIDDEN,
     )

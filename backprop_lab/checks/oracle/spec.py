@@ -50,6 +50,9 @@ ENGINE_GRADIENTS = (
     "backprop_lab.transforms.jvp",
     "backprop_lab.transforms.jacobian",
     "backprop_lab.tensor.Tensor.backward",
+    "backprop_lab.tensor.backward",
+    "backprop_lab.tensor.backpropagate",
+    "backprop_lab.compile.CompiledFunction",  # replays recorded VJP calls
     "backprop_lab.gradcheck.gradcheck",
     "backprop_lab.ops.REGISTRY",  # every op's vjp and jvp rule
     "backprop_lab.ops.unbroadcast",
@@ -61,8 +64,7 @@ FINITE_DIFFERENCES = (
     "backprop_lab.numdiff",
     "backprop_lab.checks.legacy.numerical_vjp",
     "backprop_lab.checks.legacy.numerical_jacobian",
-    "backprop_lab.explore.ch01.finite_difference_gradient",
-    "backprop_lab.explore.ch02.numerical_derivative",
+    "backprop_lab.explore.what_backprop_computes.finite_difference_gradient",
 )
 
 

@@ -67,7 +67,7 @@ register(
         cost=Cost(multiple=10, inputs={"Yhat": (1000, 200), "Y": (1000, 200)}),
         forbidden=ENGINE_GRADIENTS
         + FINITE_DIFFERENCES
-        + ("backprop_lab.explore.ch04.squared_loss",),
+        + ("backprop_lab.explore.two_layer_network.engine_gradients",),
     )
 )
 
@@ -121,6 +121,9 @@ register(
         ),
         forbidden=ENGINE_GRADIENTS
         + FINITE_DIFFERENCES
-        + ("backprop_lab.explore.ch04.two_layer_backward",),
+        + (
+            "backprop_lab.explore.two_layer_network.engine_gradients",
+            "backprop_lab.explore.two_layer_network.train_digits",
+        ),
     )
 )

@@ -1,13 +1,14 @@
-"""Chapter 3 helpers: Jacobians, their shapes, and what it costs to build them.
+"""Chapter 3 (Jacobians): their shapes, and what it costs to build them.
 
 * :func:`jacobian_matrix` is ``bl.jacobian`` reshaped to a matrix (rows: outputs, columns:
   inputs), whatever the shapes of input and output;
 * :func:`jacobian_with_passes` builds it in either mode under :func:`backprop_lab.count`
   and reports how many forward and backward passes that took;
 * :func:`example_maps` are the three maps of the explorer (elementwise tanh, the linear map
-  ``x @ W``, softmax) and :func:`jacobian_explorer` shows their Jacobians as heatmaps.
+  ``x @ W``, softmax) and :func:`jacobian_explorer` (an :class:`~backprop_lab.explorer.Explorer`)
+  shows their Jacobians, built by the engine, as heatmaps.
 
-Matplotlib and ipywidgets are imported inside the functions that need them.
+Matplotlib is imported inside the functions that draw.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ __all__ = [
     "jacobian_with_passes",
     "example_maps",
     "plot_jacobian",
+    "jacobian_figure",
     "jacobian_explorer",
 ]
 
@@ -96,52 +98,52 @@ def plot_jacobian(
     return im
 
 
-def _explorer_figure(maps, name, shift, scale, base):
-    import matplotlib.pyplot as plt
+SHIFTS = [-2.0, 0.0, 2.0]
+SCALES = [0.5, 1.0, 2.0, 4.0]
 
-    f, desc, lim = maps[name]
-    x = scale * base
+
+def jacobian_figure(name: str, shift: float, scale: float, n: int = 4, m: int = 3,
+                    seed: int = 0) -> Any:  # fmt: skip
+    """Left: the input ``x = scale * linspace(-1, 1, n)`` with ``shift`` added to x1, and the
+    map's output. Right: the map's Jacobian at x (engine-built) on the map's fixed colour
+    scale."""
+    from matplotlib.figure import Figure
+
+    f, desc, lim = example_maps(n, m, seed)[name]
+    x = scale * np.linspace(-1.0, 1.0, n)
     x[0] += shift
     J = jacobian_matrix(f, x)
     y = np.asarray(bl.to_numpy(f(bl.tensor(x)).data))
-    fig, (a0, a1) = plt.subplots(1, 2, figsize=(9, 3.3), width_ratios=[1, 1.2])
+    fig = Figure(figsize=(6.5, 3.2))
+    a0, a1 = fig.subplots(1, 2, width_ratios=[1, 1.15])
     k = np.arange(max(x.size, y.size))
-    a0.bar(k[: x.size] - 0.2, x, width=0.4, label="input x")
-    a0.bar(k[: y.size] + 0.2, y, width=0.4, label="output y")
+    a0.bar(k[: x.size] - 0.2, x, width=0.4, label="input x", color="#4c78a8")
+    a0.bar(k[: y.size] + 0.2, y, width=0.4, label="output y", color="#f58518")
     a0.axhline(0, color="k", lw=0.6)
     a0.set_xticks(k, [str(i + 1) for i in k])
-    a0.set_xlabel("component")
+    a0.set_xlabel("component", fontsize=9)
+    a0.tick_params(labelsize=8)
     a0.legend(fontsize=8)
-    a0.set_title(desc, fontsize=9)
-    im = plot_jacobian(a1, J, f"Jacobian {J.shape[0]} x {J.shape[1]}", lim=lim)
-    fig.colorbar(im, ax=a1, shrink=0.8)
+    a0.set_title(desc, fontsize=8)
+    im = plot_jacobian(a1, J, f"Jacobian, {J.shape[0]} x {J.shape[1]}", lim=lim)
+    cb = fig.colorbar(im, ax=a1, shrink=0.8)
+    cb.ax.tick_params(labelsize=8)
     fig.tight_layout()
     return fig
 
 
 def jacobian_explorer(n: int = 4, m: int = 3, seed: int = 0) -> Any:
-    """Widget: pick a map (elementwise tanh, linear ``x @ W``, softmax), move the input
+    """Explorer: pick a map (elementwise tanh, linear ``x @ W``, softmax), move the input
     (``shift`` adds to x1, ``scale`` multiplies a fixed base vector) and watch the input,
-    the output and the Jacobian heatmap. The default view is drawn at creation."""
-    import ipywidgets as wd
-    import matplotlib.pyplot as plt
-    from IPython.display import display
+    the output and the Jacobian heatmap; see :func:`jacobian_figure`."""
+    from backprop_lab.explorer import Explorer
 
-    maps = example_maps(n, m, seed)
-    base = np.linspace(-1.0, 1.0, n)
-    which = wd.Dropdown(options=list(maps), value="softmax", description="map")
-    shift = wd.FloatSlider(value=0.0, min=-3.0, max=3.0, step=0.25, description="shift x1")
-    scale = wd.FloatSlider(value=1.0, min=0.0, max=4.0, step=0.25, description="scale x")
-    out = wd.Output()
+    def render(map: str, shift: float, scale: float) -> Any:  # noqa: A002 - the control's name
+        return jacobian_figure(map, shift, scale, n=n, m=m, seed=seed)
 
-    def draw(*_: Any) -> None:
-        with out:
-            out.clear_output(wait=True)
-            fig = _explorer_figure(maps, which.value, shift.value, scale.value, base.copy())
-            display(fig)
-            plt.close(fig)
-
-    for control in (which, shift, scale):
-        control.observe(draw, names="value")
-    draw()
-    return wd.VBox([wd.HBox([which, shift, scale]), out])
+    return Explorer(
+        render,
+        controls={"map": list(example_maps(n, m, seed)), "shift": SHIFTS, "scale": SCALES},
+        value={"map": "softmax", "shift": 0.0, "scale": 1.0},
+        title="Three Jacobians as heatmaps",
+    )

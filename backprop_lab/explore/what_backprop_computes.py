@@ -1,16 +1,18 @@
-"""Chapter 1 helpers: what backprop computes and what it saves.
+"""Chapter 1 (what backprop computes): the gradient, what it costs, and the two explorers.
 
 * :func:`regression_problem` builds a small MLP and a seeded regression batch;
 * :func:`backprop_gradient` and :func:`finite_difference_gradient` compute the gradient of
   the loss with respect to *every* parameter, the first with one backward pass, the second
-  with one or two extra forward passes per parameter (perturbing each weight in place);
+  with :mod:`backprop_lab.numdiff` (one or two extra forward passes per parameter);
 * :func:`gradient_cost_table` measures both as the number of parameters N grows (passes,
   FLOPs from :func:`backprop_lab.count`, seconds) and :func:`plot_gradient_cost` draws it;
 * :func:`backward_forward_ratio` measures what one backward pass costs in forward passes;
-* :func:`slice_explorer` is the widget: the loss along one weight, its tangent from
-  backprop and the finite-difference secant.
+* :func:`slice_figure` / :func:`slice_explorer`: the loss along one weight, its tangent from
+  backprop and the finite-difference secant, for steps h down to 1e-12;
+* :func:`matmul_flop_tally` / :func:`flop_explorer`: forward and backward FLOPs of each
+  layer of a linear stack, counted by the engine (the explorer of Exercise 1.3).
 
-Matplotlib and ipywidgets are imported inside the functions that need them.
+Matplotlib is imported inside the functions that draw.
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ from typing import Any
 import numpy as np
 
 import backprop_lab as bl
+from backprop_lab import numdiff
 from backprop_lab.instrument.counters import forward_flops
 
 __all__ = [
     "regression_problem",
     "loss_of",
     "parameter_slots",
+    "flat_parameters",
     "backprop_gradient",
     "finite_difference_gradient",
     "gradient_cost_table",
@@ -36,7 +40,12 @@ __all__ = [
     "backward_forward_ratio",
     "time_forward_backward",
     "loss_along",
+    "slice_figure",
     "slice_explorer",
+    "SLICE_STEPS",
+    "matmul_flop_tally",
+    "flop_figure",
+    "flop_explorer",
 ]
 
 
@@ -69,6 +78,26 @@ def parameter_slots(model: Any) -> list[tuple[str, bl.Tensor, int]]:
     return slots
 
 
+def flat_parameters(model: Any) -> np.ndarray:
+    """All N parameters as one float64 vector ``w`` that the model reads from.
+
+    Every parameter's ``data`` becomes a view into this vector (once; later calls return the
+    same vector), so writing ``w[k]`` moves weight ``k`` of the model: the coordinates of
+    :func:`parameter_slots`."""
+    params = list(model.parameters())
+    buffer = getattr(model, "_flat_parameters", None)
+    if buffer is not None and all(np.shares_memory(p.data, buffer) for p in params):
+        return buffer
+    buffer = np.concatenate([np.asarray(p.data, dtype=np.float64).reshape(-1) for p in params])
+    start = 0
+    for p in params:
+        size = int(p.data.size)
+        p.data = buffer[start : start + size].reshape(p.data.shape)
+        start += size
+    model._flat_parameters = buffer
+    return buffer
+
+
 def backprop_gradient(model: Any, X: Any, Y: Any) -> np.ndarray:
     """The gradient of :func:`loss_of` with respect to all N parameters, flattened in
     :func:`parameter_slots` order, from one forward and one backward pass."""
@@ -85,37 +114,25 @@ def finite_difference_gradient(
     centered: bool = True,
     loss: Callable[[], Any] | None = None,
 ) -> np.ndarray:
-    """The same gradient by finite differences: nudge one weight at a time, in place.
+    """The same gradient by finite differences (:func:`backprop_lab.numdiff.partials` on
+    the vector of :func:`flat_parameters`, nudged in place and restored).
 
-    One-sided: ``(L(w + eps e_k) - L(w)) / eps``, N + 1 forward passes. Centered:
-    ``(L(w + eps e_k) - L(w - eps e_k)) / (2 eps)``, 2N forward passes. ``loss()`` (default:
-    :func:`loss_of` on the model) is called once per forward pass, so wrapping it with
-    ``Counter.track`` counts the passes. Every weight is restored afterwards.
-    """
+    One-sided: N + 1 forward passes; centered: 2N. ``loss()`` (default: :func:`loss_of` on
+    the model) is called once per forward pass, so wrapping it with ``Counter.track``
+    counts the passes."""
     if loss is None:
 
         def loss() -> Any:
             return loss_of(model, X, Y)
 
-    def value() -> float:
-        return float(np.asarray(loss().data))
-
-    grads = []
+    w = flat_parameters(model)
     with bl.no_grad():
-        base = None if centered else value()
-        for _, p, i in parameter_slots(model):
-            flat = p.data.reshape(-1)  # a view: writing to it changes the weight
-            old = flat[i]
-            flat[i] = old + eps
-            plus = value()
-            if centered:
-                flat[i] = old - eps
-                minus = value()
-                grads.append((plus - minus) / (2 * eps))
-            else:
-                grads.append((plus - base) / eps)
-            flat[i] = old
-    return np.array(grads)
+        return numdiff.partials(
+            lambda: float(np.asarray(loss().data)),
+            w,
+            eps=eps,
+            scheme="centered" if centered else "forward",
+        )
 
 
 def _best_time(fn: Callable[[], Any], repeats: int) -> float:
@@ -188,28 +205,30 @@ def plot_gradient_cost(rows: Sequence[dict[str, Any]]) -> Any:
     N = np.array([r["N"] for r in rows], dtype=float)
     fwd = np.array([r["forward_flops"] for r in rows], dtype=float)
     timed = "bp_seconds" in rows[0]
-    fig, axes = plt.subplots(1, 2 if timed else 1, figsize=(9.5 if timed else 5, 3.4))
+    fig, axes = plt.subplots(1, 2 if timed else 1, figsize=(6.5 if timed else 3.6, 3.3))
     axes = np.atleast_1d(axes)
     ax = axes[0]
     for key, label, style in (
-        ("fd2_flops", "centered differences (2N passes)", "o-"),
-        ("fd1_flops", "one-sided differences (N+1 passes)", "s--"),
-        ("bp_flops", "backprop (1 forward + 1 backward)", "^-"),
+        ("fd2_flops", "centered (2N)", "o-"),
+        ("fd1_flops", "one-sided (N+1)", "s--"),
+        ("bp_flops", "backprop", "^-"),
     ):
         ax.loglog(N, np.array([r[key] for r in rows]) / fwd, style, label=label, ms=4)
-    ax.set_xlabel("number of parameters N")
-    ax.set_ylabel("cost in forward passes\n(FLOPs / one forward)")
-    ax.set_title("work for the full gradient")
-    ax.legend(fontsize=7.5)
+    ax.set_xlabel("number of parameters N", fontsize=9)
+    ax.set_ylabel("FLOPs / one forward pass", fontsize=9)
+    ax.set_title("work for the full gradient", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.tick_params(labelsize=8)
     ax.grid(True, which="major", alpha=0.3)
     if timed:
         ax = axes[1]
-        ax.loglog(N, [r["fd2_seconds"] for r in rows], "o-", label="centered differences", ms=4)
+        ax.loglog(N, [r["fd2_seconds"] for r in rows], "o-", label="centered", ms=4)
         ax.loglog(N, [r["bp_seconds"] for r in rows], "^-", label="backprop", ms=4)
-        ax.set_xlabel("number of parameters N")
-        ax.set_ylabel("seconds (this machine)")
-        ax.set_title("measured time")
-        ax.legend(fontsize=7.5)
+        ax.set_xlabel("number of parameters N", fontsize=9)
+        ax.set_ylabel("seconds (this machine)", fontsize=9)
+        ax.set_title("measured time", fontsize=9)
+        ax.legend(fontsize=8)
+        ax.tick_params(labelsize=8)
         ax.grid(True, which="major", alpha=0.3)
     fig.tight_layout()
     return fig
@@ -309,66 +328,141 @@ def loss_along(model: Any, X: Any, Y: Any, slot: int, offsets: Sequence[float]) 
     return np.array(out)
 
 
-def _slice_figure(model, X, Y, grad, slot, log_h, span=1.5):
-    import matplotlib.pyplot as plt
+#: The steps h of the slice explorer: from 1 down to 1e-12, where round-off takes over.
+SLICE_STEPS = [1.0, 1e-1, 1e-2, 1e-4, 1e-6, 1e-8, 1e-10, 1e-12]
+
+
+def slice_figure(model: Any, X: Any, Y: Any, grad: np.ndarray, slot: int, h: float,
+                 span: float = 1.5) -> Any:  # fmt: skip
+    """Left: all N partial derivatives (weight ``slot`` highlighted). Right: the loss along
+    weight ``slot`` with the tangent of slope ``grad[slot]`` and the centered secant through
+    ``w +- h``; the title gives the secant's error against the backprop slope."""
+    from matplotlib.figure import Figure
 
     slots = parameter_slots(model)
     name, p, i = slots[slot]
     w0 = float(p.data.reshape(-1)[i])
-    h = 10.0**log_h
     t = np.linspace(-span, span, 61)
     L = loss_along(model, X, Y, slot, t)
     L0 = float(loss_along(model, X, Y, slot, [0.0])[0])
     Lp, Lm = loss_along(model, X, Y, slot, [h, -h])
     fd = (Lp - Lm) / (2 * h)
+    err = abs(fd - grad[slot])
 
-    fig, (a0, a1) = plt.subplots(1, 2, figsize=(9.5, 3.3), width_ratios=[1.1, 1])
-    colors = ["tab:orange" if k == slot else "tab:blue" for k in range(len(slots))]
+    fig = Figure(figsize=(6.5, 3.4))
+    a0, a1 = fig.subplots(1, 2, width_ratios=[1, 1.25])
+    colors = ["#f58518" if k == slot else "#4c78a8" for k in range(len(slots))]
     a0.bar(np.arange(len(slots)), grad, color=colors)
     a0.axhline(0, color="k", lw=0.6)
-    a0.set_xlabel("parameter k")
-    a0.set_ylabel(r"$\partial L / \partial w_k$")
-    a0.set_title(f"the gradient: {len(slots)} partial derivatives")
+    a0.set_xticks(range(0, len(slots), 2))
+    a0.set_xlabel("parameter k", fontsize=9)
+    a0.set_ylabel(r"$\partial L / \partial w_k$", fontsize=9)
+    a0.set_title(f"all {len(slots)} partial derivatives", fontsize=9)
+    a0.tick_params(labelsize=8)
 
-    a1.plot(w0 + t, L, color="tab:blue", label=f"L along {name}[{i}]")
-    a1.plot(w0 + t, L0 + grad[slot] * t, "--", color="tab:orange",
-            label=f"tangent, backprop slope {grad[slot]:+.4f}")  # fmt: skip
-    a1.plot([w0 - h, w0 + h], [Lm, Lp], "o-", color="tab:green", ms=4,
-            label=f"secant, h = {h:.0e}: slope {fd:+.4f}")  # fmt: skip
-    a1.plot([w0], [L0], "ko", ms=4)
+    a1.plot(w0 + t, L, color="#4c78a8", label="loss along this weight")
+    a1.plot(w0 + t, L0 + grad[slot] * t, "--", color="#f58518",
+            label=f"tangent (backprop) {grad[slot]:+.6f}")  # fmt: skip
+    shown = max(h, 0.02)  # a secant narrower than a pixel is drawn at the pixel's width
+    a1.plot([w0 - shown, w0 + shown], [L0 - fd * shown, L0 + fd * shown], "-", color="#54a24b",
+            lw=2.5, label=f"secant slope {fd:+.6f}")  # fmt: skip
+    a1.plot([w0], [L0], "ko", ms=3)
     lo, hi = float(np.min(L)), float(np.max(L))
-    a1.set_ylim(lo - 0.15 * (hi - lo + 1e-9), hi + 0.15 * (hi - lo + 1e-9))
-    a1.set_xlabel(f"{name}[{i}]  (all other weights fixed)")
-    a1.set_ylabel("loss L")
-    a1.set_title(f"one slice: k = {slot}")
-    a1.legend(fontsize=7, loc="upper center")
+    a1.set_ylim(lo - 0.15 * (hi - lo + 1e-9), hi + 0.35 * (hi - lo + 1e-9))
+    a1.set_xlabel(f"{name}[{i}] (k = {slot}), all other weights fixed", fontsize=8)
+    a1.set_ylabel("loss L", fontsize=9)
+    a1.set_title(f"h = {h:.0e}: |secant - tangent| = {err:.1e}", fontsize=9)
+    a1.legend(fontsize=7.5, loc="upper left")
+    a1.tick_params(labelsize=8)
     fig.tight_layout()
     return fig
 
 
-def slice_explorer(model: Any, X: Any, Y: Any) -> Any:
-    """Widget: choose a parameter k and a finite-difference step h. Left: all N partial
-    derivatives from one backward pass (k highlighted). Right: the loss along w_k with the
-    tangent whose slope backprop gives and the centered secant of width 2h.
-
-    The default view is drawn when the widget is created (for the static book)."""
-    import ipywidgets as w
-    import matplotlib.pyplot as plt
-    from IPython.display import display
+def slice_explorer(model: Any, X: Any, Y: Any, slots: Sequence[int] = (0, 2, 5, 9, 12)) -> Any:
+    """Explorer: weight ``k`` (a few of the model's parameters) and the step ``h`` (a slider
+    over :data:`SLICE_STEPS`); see :func:`slice_figure`."""
+    from backprop_lab.explorer import Explorer
 
     grad = backprop_gradient(model, X, Y)
-    k = w.IntSlider(value=0, min=0, max=len(grad) - 1, description="weight k")
-    log_h = w.FloatSlider(value=-0.5, min=-6.0, max=0.0, step=0.5, description="log10 h")
-    out = w.Output()
+    slots = [int(k) for k in slots if 0 <= int(k) < len(grad)]
 
-    def draw(*_: Any) -> None:
-        with out:
-            out.clear_output(wait=True)
-            fig = _slice_figure(model, X, Y, grad, k.value, log_h.value)
-            display(fig)
-            plt.close(fig)
+    def render(k: int, h: float) -> Any:
+        return slice_figure(model, X, Y, grad, k, h)
 
-    k.observe(draw, names="value")
-    log_h.observe(draw, names="value")
-    draw()
-    return w.VBox([w.HBox([k, log_h]), out])
+    return Explorer(
+        render,
+        controls={"k": slots, "h": SLICE_STEPS},
+        value={"k": slots[0], "h": 1e-1},
+        title="One slice of the loss: tangent (backprop) and secant (finite difference)",
+    )
+
+
+def matmul_flop_tally(
+    widths: Sequence[int], batch: int = 8, seed: int = 0
+) -> list[tuple[int, int]]:
+    """Forward and backward FLOPs of each matmul of the linear stack
+    ``X @ W_1 @ ... @ W_D`` (``X`` of shape (batch, widths[0]) is data, every ``W_l`` of
+    shape (widths[l-1], widths[l]) needs a gradient; loss ``sum(Y * R)``), counted by the
+    engine with the counter's convention. One ``(forward, backward)`` pair per layer."""
+    rng = np.random.default_rng(seed)
+    widths = [int(w) for w in widths]
+    Ws = [
+        bl.tensor(rng.normal(size=(a, b)) / np.sqrt(a), requires_grad=True)
+        for a, b in zip(widths[:-1], widths[1:])
+    ]
+    with bl.trace() as t:
+        h = bl.tensor(rng.normal(size=(batch, widths[0])))
+        for W in Ws:
+            h = h @ W
+        bl.sum(h * rng.normal(size=h.shape)).backward()
+    tally = []
+    for ev in t.forward:
+        if ev.op.name != "matmul":
+            continue
+        f = forward_flops(ev.op, ev.inputs, ev.output)
+        b = 0 if ev.backward is None else f * sum(g is not None for g in ev.backward.input_grads)
+        tally.append((f, b))
+    return tally
+
+
+def flop_figure(depth: int, first: int, hidden: int = 256, batch: int = 8) -> Any:
+    """Bars: forward and backward FLOPs per layer of a linear stack with ``depth`` layers,
+    input width ``first`` and hidden width ``hidden``; the title gives backward / forward."""
+    from matplotlib.figure import Figure
+
+    widths = [first] + [hidden] * depth
+    tally = matmul_flop_tally(widths, batch=batch)
+    fwd = np.array([f for f, _ in tally], dtype=float)
+    bwd = np.array([b for _, b in tally], dtype=float)
+    fig = Figure(figsize=(6.5, 3.2))
+    ax = fig.subplots()
+    k = np.arange(1, depth + 1)
+    ax.bar(k - 0.2, fwd / 1e6, width=0.4, color="#4c78a8", label="forward")
+    ax.bar(k + 0.2, bwd / 1e6, width=0.4, color="#e45756", label="backward")
+    ax.set_xticks(k)
+    ax.set_xlabel("layer (layer 1 reads the data)", fontsize=9)
+    ax.set_ylabel("MFLOP (batch of 8)", fontsize=9)
+    ax.tick_params(labelsize=8)
+    ax.legend(fontsize=8, loc="upper right")
+    ax.set_title(
+        f"widths {first} -> {hidden} x {depth}: backward / forward = {bwd.sum() / fwd.sum():.3f}",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def flop_explorer(hidden: int = 256) -> Any:
+    """Explorer for Exercise 1.3: depth and input width of a linear stack; see
+    :func:`flop_figure`."""
+    from backprop_lab.explorer import Explorer
+
+    def render(depth: int, first: int) -> Any:
+        return flop_figure(depth, first, hidden=hidden)
+
+    return Explorer(
+        render,
+        controls={"depth": [1, 2, 3, 4, 6, 8], "first": [16, 64, 256, 1024]},
+        value={"depth": 2, "first": 64},
+        title="Forward and backward FLOPs per layer of a linear stack",
+    )

@@ -1,15 +1,16 @@
-"""Chapter 2 helpers: the chain rule on L = sin(w^2)^3, factor by factor.
+"""Chapter 2 (the chain rule): L = sin(w^2)^3, step by step, in the engine.
 
-* :func:`forward_values` and :func:`chain_factors` give the forward values z, a, L and the
-  three local derivatives evaluated at them;
+* :func:`loss` and :func:`forward_values` give the forward pass z = w^2, a = sin z, L = a^3;
 * :func:`traced_chain` runs the same computation in the engine under :func:`backprop_lab.trace`
-  (tensors named ``w``, ``z``, ``a``, ``L``) and :func:`replay_rows` /
+  (tensors named ``w``, ``z``, ``a``, ``L``), and :func:`replay_rows` /
   :func:`format_replay` turn the recorded backward pass into ``upstream x local =
-  downstream`` rows;
-* :func:`chain_rule_explorer` is the widget: a slider on w, the curve with its tangent, and
-  the three factors with their product and a finite-difference derivative.
+  downstream`` rows, each local derivative rebuilt from the op's own backward rule;
+* :func:`chain_figure` / :func:`chain_rule_explorer`: a slider on w, the curve with its
+  tangent, and the three local factors the engine used, their product and a centered
+  difference (:mod:`backprop_lab.numdiff`).
 
-Matplotlib and ipywidgets are imported inside the functions that need them.
+The local factors always come from the engine's replay, never from a formula written here.
+Matplotlib is imported inside the functions that draw.
 """
 
 from __future__ import annotations
@@ -19,16 +20,17 @@ from typing import Any
 import numpy as np
 
 import backprop_lab as bl
+from backprop_lab import numdiff
 
 __all__ = [
     "loss",
     "forward_values",
-    "chain_factors",
-    "numerical_derivative",
     "traced_chain",
     "replay_rows",
     "format_replay",
+    "chain_figure",
     "chain_rule_explorer",
+    "W_GRID",
 ]
 
 
@@ -42,20 +44,6 @@ def forward_values(w: float) -> dict[str, float]:
     z = w**2
     a = float(np.sin(z))
     return {"w": float(w), "z": float(z), "a": a, "L": a**3}
-
-
-def chain_factors(w: float) -> dict[str, float]:
-    """The three local derivatives, each evaluated at its own forward value, and their
-    product: dL/da = 3a^2, da/dz = cos(z), dz/dw = 2w, dL/dw."""
-    v = forward_values(w)
-    f = {"dL/da": 3 * v["a"] ** 2, "da/dz": float(np.cos(v["z"])), "dz/dw": 2 * v["w"]}
-    f["dL/dw"] = f["dL/da"] * f["da/dz"] * f["dz/dw"]
-    return f
-
-
-def numerical_derivative(f: Any, w: float, h: float = 1e-6) -> float:
-    """Centered difference (f(w + h) - f(w - h)) / (2h)."""
-    return (f(w + h) - f(w - h)) / (2 * h)
 
 
 def traced_chain(w: float) -> tuple[bl.Trace, bl.Tensor]:
@@ -119,63 +107,62 @@ def format_replay(rows: list[dict[str, Any]], digits: int = 4) -> str:
     return "\n".join(lines)
 
 
-def _explorer_figure(w: float) -> Any:
-    import matplotlib.pyplot as plt
+#: The values of w on the explorer's slider (L is even in w, so w >= 0 shows everything).
+W_GRID = [round(0.05 * k, 2) for k in range(41)]
+
+
+def chain_figure(w: float) -> Any:
+    """Left: L(w) with the tangent at w. Right: the three local factors the engine's
+    backward pass used at w (from :func:`replay_rows`), their product (``w.grad``) and a
+    centered finite difference of L."""
+    from matplotlib.figure import Figure
 
     v = forward_values(w)
-    f = chain_factors(w)
-    fd = numerical_derivative(loss, w)
-    ws = np.linspace(-2.2, 2.2, 400)
-    Ls = np.sin(ws**2) ** 3
+    t, wt = traced_chain(w)
+    rows = replay_rows(t)
+    factors = [r["local"] for r in rows]  # dL/da, da/dz, dz/dw, in backward order
+    slope = float(wt.grad)
+    fd = numdiff.derivative(loss, w, h=1e-6)
+    ws = np.linspace(-0.1, 2.2, 300)
 
-    fig, (a0, a1) = plt.subplots(1, 2, figsize=(9.5, 3.3))
-    a0.plot(ws, Ls, color="tab:blue", label=r"$L = \sin(w^2)^3$")
-    t = np.linspace(-0.35, 0.35, 2)
-    a0.plot(w + t, v["L"] + f["dL/dw"] * t, color="tab:orange", lw=2,
-            label=f"tangent, slope {f['dL/dw']:+.3f}")  # fmt: skip
-    a0.plot([w], [v["L"]], "ko", ms=4)
+    fig = Figure(figsize=(6.5, 3.3))
+    a0, a1 = fig.subplots(1, 2)
+    a0.plot(ws, np.sin(ws**2) ** 3, color="#4c78a8", label=r"$L = \sin(w^2)^3$")
+    dt = np.linspace(-0.3, 0.3, 2)
+    a0.plot(w + dt, v["L"] + slope * dt, color="#f58518", lw=2, label="tangent")
+    a0.plot([w], [v["L"]], "ko", ms=3)
     a0.set_ylim(-1.3, 1.3)
-    a0.set_xlabel("w")
-    a0.set_ylabel("L")
-    a0.set_title(f"w = {w:+.2f}: z = {v['z']:.3f}, a = {v['a']:+.3f}, L = {v['L']:+.3f}",
-                 fontsize=9)  # fmt: skip
-    a0.legend(fontsize=7.5, loc="lower left")
+    a0.set_xlabel("w", fontsize=9)
+    a0.set_ylabel("L", fontsize=9)
+    a0.set_title(f"w = {w:.2f}: z = {v['z']:.3f}, a = {v['a']:+.3f}", fontsize=9)
+    a0.legend(fontsize=8, loc="lower left")
+    a0.tick_params(labelsize=8)
 
-    names = ["dL/da\n= 3a²", "da/dz\n= cos z", "dz/dw\n= 2w", "product", "finite\ndifference"]
-    vals = [f["dL/da"], f["da/dz"], f["dz/dw"], f["dL/dw"], fd]
-    colors = ["tab:gray"] * 3 + ["tab:orange", "tab:green"]
+    names = ["dL/da", "da/dz", "dz/dw", "product", "finite\ndiff."]
+    vals = [*factors, slope, fd]
+    colors = ["#9d9d9d"] * 3 + ["#f58518", "#54a24b"]
     bars = a1.bar(range(5), vals, color=colors)
     for b, val in zip(bars, vals):
-        a1.annotate(f"{val:+.3f}", (b.get_x() + b.get_width() / 2, val), ha="center",
+        a1.annotate(f"{val:+.2f}", (b.get_x() + b.get_width() / 2, val), ha="center",
                     va="bottom" if val >= 0 else "top", fontsize=8)  # fmt: skip
     a1.axhline(0, color="k", lw=0.6)
     a1.set_xticks(range(5), names, fontsize=8)
-    lim = max(4.5, 1.25 * max(abs(x) for x in vals))
+    lim = max(4.5, 1.3 * max(abs(x) for x in vals))
     a1.set_ylim(-lim, lim)
-    a1.set_title("three local factors and their product", fontsize=9)
+    a1.set_title("local factors from the backward pass", fontsize=9)
+    a1.tick_params(labelsize=8)
     fig.tight_layout()
     return fig
 
 
 def chain_rule_explorer(w0: float = 0.9) -> Any:
-    """Widget: a slider on w; left, L(w) with its tangent; right, the three factors of the
-    chain rule at the forward values, their product, and the centered difference.
+    """Explorer: a slider on w over :data:`W_GRID`; see :func:`chain_figure`."""
+    from backprop_lab.explorer import Explorer
 
-    The default view is drawn when the widget is created (for the static book)."""
-    import ipywidgets as wd
-    import matplotlib.pyplot as plt
-    from IPython.display import display
-
-    slider = wd.FloatSlider(value=w0, min=-2.0, max=2.0, step=0.05, description="w")
-    out = wd.Output()
-
-    def draw(*_: Any) -> None:
-        with out:
-            out.clear_output(wait=True)
-            fig = _explorer_figure(slider.value)
-            display(fig)
-            plt.close(fig)
-
-    slider.observe(draw, names="value")
-    draw()
-    return wd.VBox([slider, out])
+    start = min(W_GRID, key=lambda v: abs(v - w0))
+    return Explorer(
+        lambda w: chain_figure(w),
+        controls={"w": W_GRID},
+        value={"w": start},
+        title="The chain rule at w: three local factors and their product",
+    )

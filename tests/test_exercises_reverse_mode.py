@@ -83,7 +83,7 @@ def jacobian_by_rows(f, x):
 """,
             COLUMNS,
         ),
-        "you call bl.vjp inside the loop",
+        "every row starts a new forward pass (bl.vjp",
     ),
     (
         "6.1",
@@ -166,6 +166,74 @@ def jacobian_by_rows(f, x):
             COLUMNS,
         ),
         "backprop_lab.transforms.jacobian",
+    ),
+    # found in review: a new forward pass per row through bl.grad, finite differences,
+    # a cotangent of ones, the primal output of bl.jvp
+    (
+        "6.1",
+        (
+            """
+def jacobian_by_rows(f, x):
+    y = f(bl.tensor(x)).numpy()
+    return np.stack([bl.grad(lambda v, i=i: f(v)[i])(x) for i in range(y.shape[0])])
+""",
+            COLUMNS,
+        ),
+        "every row starts a new forward pass",
+    ),
+    (
+        "6.1",
+        (
+            ROWS,
+            """
+from backprop_lab import numdiff
+def jacobian_by_columns(f, x):
+    return numdiff.numerical_jacobian(lambda v: f(bl.tensor(v)).numpy(), x)
+""",
+        ),
+        "that is centered finite differences, not JVPs",
+    ),
+    (
+        "6.1",
+        (ROWS.replace("e[i] = 1.0", "e[:] = 1.0"), COLUMNS),
+        "the pullback was given a vector of ones",
+    ),
+    (
+        "6.1",
+        (ROWS, COLUMNS.replace("(e,))[1]", "(e,))[0]")),
+        "the column you want is the second item, the tangent",
+    ),
+    (
+        "6.2",
+        (CHEAPEST.replace("p[i] * p[k + 1] * p[j + 1]", "p[i] * p[k] * p[j + 1]"),),
+        "The cost you report is not what the tree you return costs",
+    ),
+    (
+        "6.2",
+        (CHEAPEST.replace("for k in range(i, j)", "for k in range(i, max(i + 1, j - 1))"),),
+        "an off-by-one in the range of k",
+    ),
+    (
+        "6.2",
+        (
+            """
+from backprop_lab.explore import reverse_mode as rm
+
+def trees(i, j):
+    if i == j:
+        yield i
+        return
+    for k in range(i, j):
+        for a in trees(i, k):
+            for b in trees(k + 1, j):
+                yield (a, b)
+
+def cheapest_order(dims):       # tries every bracketing
+    best = min(trees(0, len(dims) - 2), key=lambda t: rm.tree_flops(dims, t))
+    return rm.tree_flops(dims, best), best
+""",
+        ),
+        "an answer that tries them all cannot finish",
     ),
     (
         "6.2",
@@ -320,6 +388,23 @@ def test_right_answers_pass_in_both_modes(exercise, tmp_path):
     ans = answers(RIGHT[exercise])
     assert practice_verdict(exercise, *ans)["passed"]
     assert grading_verdict(exercise, *ans, folder=tmp_path)["passed"]
+
+
+@pytest.fixture(autouse=True)
+def _short_time_limit(monkeypatch):
+    """The long chain of 6.2 runs under 1 s instead of 10 here (the tests stay quick)."""
+    from backprop_lab.checks.drivers import reverse_mode as driver
+
+    monkeypatch.setattr(driver, "LONG_CHAIN_SECONDS", 1.0)
+
+
+def test_long_chain_reference_agrees_with_brute_force():
+    from backprop_lab.checks.oracle import reverse_mode as spec
+
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        dims = [int(d) for d in rng.choice([1, 2, 3, 5, 8, 20, 64, 300], size=rng.integers(2, 9))]
+        assert spec.optimal_cost(dims) == spec.brute_force_cost(dims)
 
 
 @pytest.mark.parametrize(

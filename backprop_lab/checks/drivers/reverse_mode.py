@@ -63,15 +63,33 @@ def rows_and_columns(answers: tuple, args: tuple) -> tuple:
     return tuple(out)
 
 
+LONG_CHAIN_LIMIT = 12  # chains with more factors than this run under a time limit
+LONG_CHAIN_SECONDS = 10.0  # CPU seconds; the dynamic program needs milliseconds
+
+
 @driver("chain_order")
 def chain_order(answers: tuple, args: tuple) -> tuple:
     """Exercise 6.2: the answer returns ``(flops, tree)``; report ``(flops, FLOPs of the
     tree)``, pricing the tree with :func:`backprop_lab.explore.reverse_mode.tree_flops`."""
+    from backprop_lab.checks.runner import _alarm, _TimeUp
     from backprop_lab.explore.reverse_mode import tree_flops
 
     (answer,) = answers
     (dims,) = args
-    result = answer(list(dims))
+    if len(dims) - 1 <= LONG_CHAIN_LIMIT:
+        result = answer(list(dims))
+    else:  # the long chain: trying every bracketing would run for hours
+        try:
+            with _alarm(LONG_CHAIN_SECONDS, 4 * LONG_CHAIN_SECONDS):
+                result = answer(list(dims))
+        except _TimeUp:
+            raise TimeoutError(
+                f"cheapest_order ran for more than {LONG_CHAIN_SECONDS:g} s on a chain of "
+                f"{len(dims) - 1} factors and was stopped. The number of bracketings grows "
+                "like 4^N (about ten million here), so an answer that tries them all cannot "
+                "finish: remember the best cost of every contiguous sub-chain and build longer "
+                "sub-chains from shorter ones (dynamic programming, O(N^3) steps)."
+            ) from None
     if not isinstance(result, (tuple, list)) or len(result) != 2:
         raise TypeError(
             f"cheapest_order must return a pair (flops, tree), not {type(result).__name__}"

@@ -8,13 +8,15 @@ import numpy as np
 
 from backprop_lab import numdiff
 from backprop_lab.checks.oracle import register
-from backprop_lab.checks.oracle.spec import Bug, ValueSpec
+from backprop_lab.checks.oracle.spec import FINITE_DIFFERENCES, Bug, ValueSpec
 
 NO_ENGINE_JACOBIAN = (
     "backprop_lab.transforms.jacobian",
     "backprop_lab.explore.reverse_mode.jacobian_cost",
     "backprop_lab.explore.reverse_mode.cost_grid",
-)
+    # this module itself (importable in practice mode): brute_force_cost and the trees
+    "backprop_lab.checks.oracle.reverse_mode",
+) + FINITE_DIFFERENCES
 
 
 def _tanh_network_np(weights, biases, x):
@@ -86,6 +88,22 @@ def _columns_with_vjps(c, got):
     return p is not None and p[1] > 0
 
 
+def _rows_finite_differences(c, got):
+    n, m = _nm(c)
+    p = _passes(got, "passes_rows")
+    return p is not None and p[1] == 0 and p[0] == 2 * n
+
+
+def _columns_finite_differences(c, got):
+    n, m = _nm(c)
+    p = _passes(got, "passes_columns")
+    return p is not None and p[1] == 0 and p[0] == 2 * n
+
+
+def _f_of_x_6_1(c):
+    return _tanh_network_np(c.weights, c.biases, c.x)
+
+
 def _columns_extra_call(c, got):
     n, m = _nm(c)
     p = _passes(got, "passes_columns")
@@ -108,9 +126,10 @@ register(
         bugs=[
             Bug(
                 "bl.vjp called once per row",
-                "f ran once per output: you call bl.vjp inside the loop. One call returns f(x) "
-                "and a pullback that can be called again and again (the graph is kept), so the "
-                "rows cost one forward pass and m backward passes.",
+                "f ran once per output: every row starts a new forward pass (bl.vjp, or "
+                "bl.grad, called inside the loop). One call of bl.vjp returns f(x) and a "
+                "pullback that can be called again and again (the graph is kept), so the rows "
+                "cost one forward pass and m backward passes.",
                 predicate=_rows_vjp_per_row,
                 outputs=("passes_rows",),
             ),
@@ -130,6 +149,26 @@ register(
                 outputs=("passes_rows",),
             ),
             Bug(
+                "rows by finite differences",
+                "jacobian_by_rows ran f twice per input and made no backward pass: that is "
+                "centered finite differences, not VJPs. Call bl.vjp once and its pullback once "
+                "per output, with a unit vector.",
+                predicate=_rows_finite_differences,
+                outputs=("passes_rows",),
+            ),
+            Bug(
+                "cotangent of ones (rows)",
+                "Every row of your matrix is the sum of all the rows: the pullback was given a "
+                "vector of ones (the gradient of sum(f)), not the unit vector e_i.",
+                variant=lambda c: (
+                    np.tile(c.expected[0].sum(axis=0), (c.expected[0].shape[0], 1)),
+                    None,
+                    None,
+                    None,
+                ),
+                outputs=("J_rows",),
+            ),
+            Bug(
                 "unit vector not reset (rows)",
                 "Row i of your matrix is the sum of rows 0 to i: the unit vector kept the 1s of "
                 "the earlier rows. Start every row from a fresh vector of zeros.",
@@ -143,6 +182,26 @@ register(
                 "pass.",
                 predicate=_columns_with_vjps,
                 outputs=("passes_columns",),
+            ),
+            Bug(
+                "columns by finite differences",
+                "jacobian_by_columns ran f twice per input and made no backward pass: that is "
+                "centered finite differences, not JVPs. Give bl.jvp the unit tangent e_j "
+                "instead, one call per input.",
+                predicate=_columns_finite_differences,
+                outputs=("passes_columns",),
+            ),
+            Bug(
+                "primal output of bl.jvp",
+                "Every column of your matrix is f(x): bl.jvp returns the pair (f(x), J v), and "
+                "the column you want is the second item, the tangent.",
+                variant=lambda c: (
+                    None,
+                    None,
+                    np.tile(_f_of_x_6_1(c)[:, None], (1, c.x.shape[0])),
+                    None,
+                ),
+                outputs=("J_columns",),
             ),
             Bug(
                 "f evaluated once more (columns)",
@@ -220,7 +279,35 @@ def greedy_cost(dims):
 _SIZES = [1, 2, 3, 4, 5, 8, 10, 16, 20, 32, 50, 64, 100, 128, 200, 300, 500]
 
 
+LONG_CHAIN = 16  # factors in the last case: about 1e7 bracketings, too many to try them all
+
+
+def optimal_cost(dims):
+    """The smallest cost by its definition: the best split of every contiguous sub-chain,
+    each sub-chain's best cost remembered (for the long case, where brute force cannot go)."""
+    p = list(dims)
+    memo = {}
+
+    def best(i, j):
+        if i == j:
+            return 0
+        if (i, j) not in memo:
+            memo[i, j] = min(
+                best(i, k) + best(k + 1, j) + 2 * p[i] * p[k + 1] * p[j + 1] for k in range(i, j)
+            )
+        return memo[i, j]
+
+    return best(0, len(p) - 2)
+
+
 def _draw_6_2(rng, k):
+    if k == 4:  # a long chain: only an answer that does not try every bracketing finishes
+        while True:
+            dims = [int(s) for s in rng.choice(_SIZES, size=LONG_CHAIN + 1)]
+            best = optimal_cost(dims)
+            if min(left_cost(dims), right_cost(dims), greedy_cost(dims)) > best:
+                break
+        return {"dims": dims}
     if k == 0:  # a gradient: a scalar at the loss end
         dims = [1] + list(rng.choice(_SIZES[4:], size=5))
     elif k == 1:  # a narrow waist in the middle
@@ -237,8 +324,19 @@ def _draw_6_2(rng, k):
 
 
 def _reference_6_2(c):
-    best = np.array([float(brute_force_cost(c.dims))])
+    cost = brute_force_cost(c.dims) if len(c.dims) <= 11 else optimal_cost(c.dims)
+    best = np.array([float(cost)])
     return best, best
+
+
+def _reports_its_tree(c, got):
+    f, t = got.get("flops"), got.get("tree_flops")
+    return f is not None and t is not None and np.shape(f) == (1,) and float(f[0]) == float(t[0])
+
+
+def _cost_not_its_tree(c, got):
+    f, t = got.get("flops"), got.get("tree_flops")
+    return f is not None and t is not None and np.shape(f) == (1,) and float(f[0]) != float(t[0])
 
 
 def _pair(fn):
@@ -251,7 +349,7 @@ register(
         title="cheapest_order",
         inputs={"dims": ()},
         outputs=("flops", "tree_flops"),
-        cases=4,
+        cases=5,
         draw=_draw_6_2,
         reference=_reference_6_2,
         driver="chain_order",
@@ -301,8 +399,24 @@ register(
                 "(dynamic programming).",
                 variant=_pair(greedy_cost),
             ),
+            Bug(
+                "cost of a split miscounted",
+                "The cost you report is not what the tree you return costs. Look at the cost of "
+                "a split: factors i..k multiply to a p_i x p_(k+1) matrix and factors k+1..j to "
+                "a p_(k+1) x p_(j+1) matrix, so joining them costs 2 * p_i * p_(k+1) * "
+                "p_(j+1) (with factors counted from 0).",
+                predicate=_cost_not_its_tree,
+            ),
+            Bug(
+                "not every split tried",
+                "Your tree costs exactly what you report, but a cheaper bracketing exists: "
+                "your search misses some bracketings, or keeps the wrong one. For every "
+                "sub-chain i..j try every split point k = i, ..., j - 1 (an off-by-one in the "
+                "range of k is the usual cause) and keep the smallest total.",
+                predicate=_reports_its_tree,
+            ),
         ],
-        forbidden=(),
+        forbidden=("backprop_lab.checks.oracle.reverse_mode",),
     )
 )
 

@@ -273,6 +273,62 @@ self.grad += out.grad
         ),
         "unchanged to BOTH operands",
     ),
+    # found in review: breadth-first reversed, a set, inputs-first order, an output that
+    # never passed its gradient on, hidden activations left out, a scalar too many, two slips
+    (
+        "7.1",
+        """
+def topological_order(root):
+    order, seen, queue = [], {root}, [root]
+    while queue:
+        node = queue.pop(0)
+        order.append(node)
+        for p in node.parents:
+            if p not in seen:
+                seen.add(p)
+                queue.append(p)
+    return order[::-1]
+""",
+        "a breadth-first walk from the root, reversed",
+    ),
+    ("7.1", TOPO.replace("    return order", "    return set(order)"), "returned a set"),
+    (
+        "7.2",
+        engine(
+            BACKWARD="""
+order = topological_order(self)
+self.grad = 1.0
+for node in order:              # inputs first
+    node._backward()
+"""
+        ),
+        "Only the output's direct inputs received a gradient",
+    ),
+    (
+        "7.2",
+        engine(
+            BACKWARD="""
+order = topological_order(self)
+for node in reversed(order):
+    node._backward()
+self.grad = 1.0                 # seeded too late
+"""
+        ),
+        "the output's own _backward never ran with its gradient set",
+    ),
+    (
+        "7.3",
+        saved_with("itemsize * (weights + batch * (dims[0] + dims[-1]))"),
+        "tanh and sigmoid keep their output H",
+    ),
+    ("7.3", saved_with("itemsize * (weights + batch * sum(dims) + 1)"), "exactly one number"),
+    (
+        "7.3",
+        saved_with(
+            "itemsize * (weights + batch * sum(dims) + sum(dims[1:]) + batch * sum(dims[1:-1]))"
+        ),
+        "No single slip explains your numbers",
+    ),
     ("7.3", saved_with("itemsize * (weights + batch * sum(dims) + sum(dims[1:]))"), "the biases"),
     (
         "7.3",
@@ -355,3 +411,31 @@ def predicted_saved_bytes(batch, dims, itemsize):
     verdict = practice_verdict("7.3", answer("7.3", source))
     assert not verdict["passed"]
     assert "backprop_lab.instrument.memory.measure_memory" in verdict["feedback"]
+
+
+def test_reading_the_recorded_graph_instead_of_predicting_is_refused():
+    """Found in review: building the network under bl.trace() and summing the arrays its
+    nodes saved passed 7.3 without predicting anything."""
+    source = """
+def predicted_saved_bytes(batch, dims, itemsize):
+    import backprop_lab as bl
+    dtype = {8: "float64", 4: "float32"}[itemsize]
+    X = bl.tensor(np.ones((batch, dims[0])), requires_grad=True, dtype=dtype)
+    with bl.trace() as tr:
+        h = X
+        for i, (a, b) in enumerate(zip(dims, dims[1:])):
+            W = bl.tensor(np.ones((a, b)), requires_grad=True, dtype=dtype)
+            h = h @ W + bl.tensor(np.zeros(b), requires_grad=True, dtype=dtype)
+            if i < len(dims) - 2:
+                h = bl.tanh(h)
+        bl.mse(h, bl.tensor(np.zeros((batch, dims[-1])), dtype=dtype))
+    seen = {}
+    for ev in tr.forward:
+        for a in ev.saved or ():
+            if hasattr(a, "nbytes"):
+                seen[id(a)] = a.nbytes
+    return sum(seen.values())
+"""
+    verdict = practice_verdict("7.3", answer("7.3", source))
+    assert not verdict["passed"]
+    assert "backprop_lab.instrument.trace.trace" in verdict["feedback"]

@@ -53,6 +53,11 @@ def topological_order(answers: tuple, args: tuple) -> tuple:
     nodes = build_graph(parents)
     index = {id(n): k for k, n in enumerate(nodes)}
     result = answer(nodes[-1])
+    if isinstance(result, (set, frozenset)):
+        raise TypeError(
+            "topological_order returned a set, which keeps no order: return a list, with every "
+            "node after its inputs"
+        )
     if result is None or isinstance(result, (str, bytes)) or not hasattr(result, "__iter__"):
         raise TypeError(
             f"topological_order must return a list of nodes, not {type(result).__name__}"

@@ -89,6 +89,21 @@ def _reference_7_1(c):
     return np.ones(len(c.parents)), np.ones(len(_edges(c.parents)))
 
 
+def _breadth_first_reversed(parents):
+    """inputs_first of a breadth-first walk from the root (with a visited set), reversed."""
+    root = len(parents) - 1
+    order, seen, queue = [], {root}, [root]
+    while queue:
+        node = queue.pop(0)
+        order.append(node)
+        for p in parents[node]:
+            if p not in seen:
+                seen.add(p)
+                queue.append(p)
+    position = {k: i for i, k in enumerate(reversed(order))}
+    return np.array([1.0 if position[p] < position[c] else 0.0 for p, c in _edges(parents)])
+
+
 def _mult(got):
     return got.get("multiplicity")
 
@@ -154,9 +169,19 @@ register(
                 outputs=("inputs_first",),
             ),
             Bug(
+                "breadth-first, reversed",
+                "Your list is a breadth-first walk from the root, reversed. That is not a "
+                "topological order: a shared node is listed by its distance from the root, so "
+                "it can come after a node that uses it through a longer path. Use a depth-first "
+                "search that appends a node after the loop over its parents (a post-order).",
+                variant=lambda c: (None, _breadth_first_reversed(c.parents)),
+                outputs=("inputs_first",),
+            ),
+            Bug(
                 "node before its inputs",
-                "Some node comes before one of its inputs: it was appended before all of its "
-                "parents had been visited (a pre-order). Append a node only after the loop "
+                "Some node comes before one of its inputs: it was listed before all of its "
+                "parents were (a pre-order, or the order in which a walk from the root first "
+                "meets the nodes). In a depth-first search, append a node only after the loop "
                 "over its parents has finished (a post-order).",
                 predicate=lambda c, got: (
                     _all_listed(c, got)
@@ -384,6 +409,27 @@ def analyse_engine(description, values, expected, got) -> set[str] | None:
     return found
 
 
+def _only_root(c):
+    """grads of an engine whose output never passed its gradient on (its _backward ran
+    before the seed, or not at all): 1 at the output, 0 everywhere else."""
+    n = len(c.description)
+    grads = np.zeros(n)
+    grads[-1] = 1.0
+    return None, grads, None
+
+
+def _inputs_first(c):
+    """grads of an engine that runs the nodes in topological order (inputs first): every
+    node passes on its gradient before it has received any, except the output."""
+    values, _ = c.extra["reference"]
+    n = len(c.description)
+    grads = np.zeros(n)
+    grads[-1] = 1.0
+    for p, slope in _locals(c.description, values)[-1]:
+        grads[p] += slope
+    return None, grads, None
+
+
 def _draw_7_2(rng, k):
     if k == 0:
         desc = _tree_case()
@@ -430,6 +476,23 @@ register(
         rtol=1e-6,
         atol=1e-9,
         bugs=[
+            Bug(
+                "output never passed on",
+                "Every gradient is 0 except the output's 1: the output's own _backward never "
+                "ran with its gradient set. Set self.grad = 1.0 before the loop, and run every "
+                "node's _backward, the output's included.",
+                variant=_only_root,
+                outputs=("grads",),
+            ),
+            Bug(
+                "inputs first",
+                "Only the output's direct inputs received a gradient: backward() ran the nodes "
+                "in topological order, inputs first, so every other node passed its gradient "
+                "on before it had received any. Run them in reverse topological order "
+                "(for node in reversed(order)).",
+                variant=_inputs_first,
+                outputs=("grads",),
+            ),
             Bug(
                 "not seeded with 1",
                 "After backward() the output's gradient is not 1. backward() must start by "
@@ -606,6 +669,19 @@ register(
                 variant=_plus(lambda c: c.batch * c.dims[-1]),
             ),
             Bug(
+                "hidden activations omitted",
+                "Too few bytes by one batch of every hidden layer: tanh and sigmoid keep their "
+                "output H (their derivative is computed from it), and the next matmul keeps "
+                "the same array as its input.",
+                variant=_plus(lambda c: -c.batch * _hidden(c)),
+            ),
+            Bug(
+                "a scalar counted",
+                "Too many bytes by exactly one number: nothing keeps the loss itself (a "
+                "scalar); mse keeps only the difference Yhat - Y.",
+                variant=_plus(lambda c: 1),
+            ),
+            Bug(
                 "itemsize ignored",
                 "Right in float64, too large in float32: multiply the number of entries by "
                 "itemsize (4 bytes in float32, 8 in float64).",
@@ -616,6 +692,14 @@ register(
                 "8 times too large: that is bits, not bytes.",
                 variant=lambda c: c.expected[0] * 8,
             ),
+            Bug(  # last: said only when no named slip fits (a single number has no ratio)
+                "several slips",
+                "No single slip explains your numbers. Go through the network op by op and "
+                "list the arrays each one keeps (Section 7.1's table): matmul both operands, "
+                "the bias add nothing, tanh and sigmoid their output, mse the difference. "
+                "Count each distinct array once, in entries times itemsize.",
+                predicate=lambda c, got: got.get("bytes") is not None,
+            ),
         ],
         forbidden=(  # anything that measures the saved bytes instead of predicting them
             "backprop_lab.instrument.memory.measure_memory",
@@ -623,6 +707,12 @@ register(
             "backprop_lab.trace.Trace.memory",
             "backprop_lab.explore.computational_graph.mlp_memory",
             "backprop_lab.explore.computational_graph.saved_rows",
+            # building the network and reading what its nodes saved is measuring too: a
+            # prediction needs no tensor at all
+            "backprop_lab.instrument.trace.Trace",
+            "backprop_lab.instrument.trace.trace",
+            "backprop_lab.tensor.tensor",
+            "backprop_lab.tensor.Tensor",
         ),
     )
 )

@@ -220,6 +220,113 @@ def rmsnorm_backward(dY, X, gamma, eps):
     ),
 ]
 
+# found in review
+PLANTED += [
+    (
+        "8.1",
+        """
+def affine_backward(dY, X, W, b):
+    n, m = W.shape
+    return dY @ W.T, dY.reshape(-1, m).T @ X.reshape(-1, n), dY.reshape(-1, m).sum(axis=0)
+""",
+        "It is the right matrix transposed",
+    ),
+    (
+        "8.1",
+        """
+def affine_backward(dY, X, W, b):
+    n, m = W.shape
+    return dY.reshape(-1, m) @ W.T, X.reshape(-1, n).T @ dY.reshape(-1, m), dY.sum(axis=(0, 1))
+""",
+        "Its entries are right: reshape it",
+    ),
+    (
+        "8.2",
+        RIGHT["8.2"].replace("d / B", "d"),
+        "Your loss is right, but its gradient is the batch size times too large",
+    ),
+    (
+        "8.2",
+        """
+def softmax_cross_entropy(logits, labels):
+    B = logits.shape[0]
+    z = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    d = p.copy()
+    d[np.arange(B), labels] -= 1
+    return float(-np.log(np.maximum(p[np.arange(B), labels], 1e-300)).mean()), d / B
+""",
+        "if you clip p to a tiny number",
+    ),
+    (
+        "8.3",
+        RIGHT["8.3"].replace("- xhat * (g * xhat)", "+ xhat * (g * xhat)"),
+        "The path through the variance has the wrong sign",
+    ),
+    (
+        "8.3",
+        RIGHT["8.3"].replace("np.sqrt(X.var(axis=0) + eps)", "np.sqrt(X.var(axis=0))"),
+        "your rule leaves out eps",
+    ),
+    (
+        "8.3",
+        RIGHT["8.3"].replace("dY.sum(axis=0)\n", "dY.mean(axis=0)\n"),
+        "sums over the batch, not means",
+    ),
+    (
+        "8.4",
+        """
+def rmsnorm_backward(dY, X, gamma, eps):   # layer normalisation's rule
+    s = np.sqrt(X.var(axis=-1, keepdims=True) + eps)
+    xh = (X - X.mean(axis=-1, keepdims=True)) / s
+    g = dY * gamma
+    r = np.sqrt((X * X).mean(axis=-1, keepdims=True) + eps)
+    dX = (g - g.mean(axis=-1, keepdims=True) - xh * (g * xh).mean(axis=-1, keepdims=True)) / s
+    return dX, (dY * X / r).sum(axis=0)
+""",
+        "as layer normalisation's does",
+    ),
+    (
+        "8.4",
+        RIGHT["8.4"].replace("+ eps)", ")"),
+        "your rule leaves out eps",
+    ),
+    (
+        "8.4",
+        RIGHT["8.4"].replace("(dY * X / r).sum(axis=0)", "(dY * X / r).mean(axis=0)"),
+        "dgamma is a sum over the batch, not a mean",
+    ),
+]
+
+
+def test_the_engine_forward_pass_is_refused_in_8_2():
+    """Found in review: forbidding bl.cross_entropy by its public function also forbade
+    reshape, stack, transpose and where (one generated wrapper shares their code); the fused
+    op is now recognised by its own forward rule, and only it."""
+    import backprop_lab as bl
+
+    engine = answer_from_source(
+        """
+def softmax_cross_entropy(logits, labels):
+    B = logits.shape[0]
+    loss = bl.cross_entropy(bl.tensor(logits), labels).item()
+    z = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    p[np.arange(B), labels] -= 1
+    return float(loss), p / B
+""",
+        {"np": np, "bl": bl},
+    )
+    verdict = practice_verdict("8.2", engine)
+    assert not verdict["passed"] and "backprop_lab.ops.cross_entropy.forward" in verdict["feedback"]
+    reshaping = answer_from_source(
+        RIGHT["8.2"].replace(
+            "B = logits.shape[0]", "B = bl.reshape(logits, (-1,)).shape[0] // logits.shape[1]"
+        ),
+        {"np": np, "bl": bl},
+    )
+    assert practice_verdict("8.2", reshaping)["passed"]
+
 
 @pytest.mark.parametrize("exercise", sorted(RIGHT))
 def test_right_answers_pass(exercise, tmp_path):

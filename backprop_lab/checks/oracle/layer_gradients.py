@@ -130,6 +130,28 @@ def _fails_only_on(kinds):
     return holds
 
 
+def _wrong_only_on(kinds):
+    """Predicate: right on every case except those drawn as ``kinds``, wrong there (finite
+    or not)."""
+
+    def holds(c, got):
+        return (not _matches(c, got)) if c.index in kinds else _matches(c, got)
+
+    return holds
+
+
+def _both_times_batch(c, got):
+    B = c.logits.shape[0]
+    loss, grad = got.get("loss"), got.get("dlogits")
+    return (
+        loss is not None
+        and grad is not None
+        and grad.shape == c.expected[1].shape
+        and np.allclose(loss, c.expected[0] * B, rtol=1e-6)
+        and np.allclose(grad, c.expected[1] * B, rtol=1e-6, atol=1e-9 * B)
+    )
+
+
 def _onehot_over_batch(c):
     B, C = c.logits.shape
     y = np.zeros((B, C))
@@ -160,9 +182,10 @@ register(
             Bug(
                 "log of the probability",
                 "Right unless the label's probability underflows to 0 (a logit far below the "
-                "row's maximum): then log(p) is -inf. Compute log p_label = z_label - "
+                "row's maximum): then log(p) is -inf, or, if you clip p to a tiny number, a "
+                "loss that is finite but wrong. Compute log p_label = z_label - "
                 "logsumexp(z) directly, without forming p first.",
-                predicate=_fails_only_on({2}),
+                predicate=_wrong_only_on({2}),
             ),
             Bug(
                 "one shift for the whole batch",
@@ -175,10 +198,15 @@ register(
                 "sum instead of mean",
                 "Both the loss and its gradient are the batch size times too large: the loss "
                 "is the mean over the batch, so the gradient carries a factor 1/B.",
-                variant=lambda c: (
-                    c.expected[0] * c.logits.shape[0],
-                    c.expected[1] * c.logits.shape[0],
-                ),
+                predicate=_both_times_batch,
+            ),
+            Bug(
+                "gradient not divided by B",
+                "Your loss is right, but its gradient is the batch size times too large: the "
+                "loss is the mean over the batch, so each row's p - y carries the factor 1/B "
+                "too.",
+                variant=lambda c: (None, c.expected[1] * c.logits.shape[0]),
+                outputs=("dlogits",),
             ),
             Bug(
                 "one-hot not subtracted",
@@ -191,7 +219,11 @@ register(
         forbidden=ENGINE_GRADIENTS
         + FINITE_DIFFERENCES
         + (
-            "backprop_lab.functional.cross_entropy",
+            # the ops' own forward rules: the public bl.cross_entropy shares its code with
+            # reshape, stack, where, ... (one generated wrapper), so it is named by its rule
+            "backprop_lab.ops.cross_entropy.forward",
+            "backprop_lab.ops.log_softmax.forward",
+            "backprop_lab.ops.softmax.forward",
             "backprop_lab.functional.log_softmax",
             "backprop_lab.functional.softmax",
             "backprop_lab.explore.layer_gradients.softmax_cross_entropy",
@@ -223,6 +255,19 @@ def _bn_cut(c, freeze_mean, freeze_var):
         return c.gamma * (X - mu) / np.sqrt(var + BATCHNORM_EPS) + c.beta
 
     return numdiff.numerical_vjp(forward, [c.X], c.upstream)[0]
+
+
+def _bn_no_eps(c):
+    def forward(X, gamma, beta):
+        mu = X.mean(axis=0)
+        return gamma * (X - mu) / np.sqrt(((X - mu) ** 2).mean(axis=0)) + beta
+
+    return tuple(numdiff.numerical_vjp(forward, [c.X, c.gamma, c.beta], c.upstream))
+
+
+def _bn_variance_sign(c):
+    first_two = _bn_cut(c, False, True)
+    return first_two - (c.expected[0] - first_two), None, None
 
 
 def _bn_unbiased(c):
@@ -279,6 +324,33 @@ register(
                 variant=_bn_unbiased,
             ),
             Bug(
+                "variance path with the wrong sign",
+                "The path through the variance has the wrong sign: a larger spread of a column "
+                "makes every |x-hat| in it smaller, so that path subtracts "
+                "x-hat * mean(g * x-hat) / s.",
+                variant=_bn_variance_sign,
+                outputs=("dX",),
+            ),
+            Bug(
+                "eps left out",
+                "Close, but your rule leaves out eps: the forward pass divides by "
+                "s = sqrt(var + eps), so x-hat and every path of the derivative use that s, "
+                "not sqrt(var).",
+                variant=_bn_no_eps,
+                rtol=1e-7,
+            ),
+            Bug(
+                "dbeta or dgamma averaged",
+                "dbeta and dgamma are sums over the batch, not means: beta and gamma are used "
+                "once in every row, and each use adds its share.",
+                variant=lambda c: (
+                    None,
+                    c.expected[1] / c.X.shape[0],
+                    c.expected[2] / c.X.shape[0],
+                ),
+                outputs=("dgamma", "dbeta"),
+            ),
+            Bug(
                 "gamma forgotten",
                 "dX is the right gradient divided by gamma: the gradient arriving at x-hat "
                 "is gamma * dY, not dY.",
@@ -320,6 +392,32 @@ def _rms_path_times(c, factor):
     return direct + factor * (c.expected[0] - direct)
 
 
+def _rms_no_eps(c):
+    r0 = np.sqrt((c.X * c.X).mean(axis=-1, keepdims=True))
+    return (
+        tuple(
+            numdiff.numerical_vjp(
+                lambda X, gamma: gamma * X / np.sqrt((X * X).mean(axis=-1, keepdims=True)),
+                [c.X, c.gamma],
+                c.upstream,
+            )
+        )
+        if np.all(r0 > 0)
+        else (None, None)
+    )
+
+
+def _rows_centred(c, got):
+    """dX sums to zero over every row, where the right one does not: layer norm's rule."""
+    dX = got.get("dX")
+    return (
+        dX is not None
+        and dX.shape == c.X.shape
+        and bool(np.all(np.abs(dX.sum(axis=-1)) < 1e-8 * max(1.0, float(np.abs(dX).max()))))
+        and bool(np.any(np.abs(c.expected[0].sum(axis=-1)) > 1e-6))
+    )
+
+
 register(
     BackwardSpec(
         id="8.4",
@@ -353,6 +451,30 @@ register(
                 "makes every output of the row smaller.",
                 variant=lambda c: (_rms_path_times(c, -1.0), None),
                 outputs=("dX",),
+            ),
+            Bug(
+                "a mean subtracted",
+                "Every row of your dX sums to zero, as layer normalisation's does. RMS "
+                "normalisation subtracts no mean, so there is no path through a mean: x_j "
+                "reaches the outputs directly and through r only, and the row sums of dX are "
+                "not zero in general (what holds instead is that dX is orthogonal to x in "
+                "every row when eps = 0).",
+                predicate=_rows_centred,
+                outputs=("dX",),
+            ),
+            Bug(
+                "eps left out",
+                "Close, but your rule leaves out eps: r = sqrt(mean(x**2) + eps) in the forward "
+                "pass, so the same r appears in every term of the derivative.",
+                variant=_rms_no_eps,
+                rtol=1e-7,
+            ),
+            Bug(
+                "dgamma averaged",
+                "dgamma is a sum over the batch, not a mean: gamma is used once in every row, "
+                "and each use adds its share.",
+                variant=lambda c: (None, c.expected[1] / c.X.shape[0]),
+                outputs=("dgamma",),
             ),
             Bug(
                 "dgamma without r",

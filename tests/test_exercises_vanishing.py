@@ -168,6 +168,68 @@ def residual_backward(upstream, x, W, b):
     ),
 ]
 
+# found in review
+PLANTED += [
+    (
+        "9.1",
+        """
+def preserving_std(phi, fan_in, fan_out):
+    m = (phi(np.array(1.0)) ** 2 + phi(np.array(-1.0)) ** 2) / 2
+    return 1 / np.sqrt(fan_out * m), 1 / np.sqrt(fan_in * m)
+""",
+        "have their fans swapped",
+    ),
+    (
+        "9.1",
+        """
+def preserving_std(phi, fan_in, fan_out):
+    m = phi(np.array(1.0)) ** 2 / 2
+    return 1 / np.sqrt(fan_in * m), 1 / np.sqrt(fan_out * m)
+""",
+        "right for ReLU but not when phi(-1) is not 0",
+    ),
+    (
+        "9.1",
+        """
+def preserving_std(phi, fan_in, fan_out):   # Monte Carlo, which the exercise rules out
+    z = np.random.default_rng(0).normal(size=4_000_000)
+    h = 1e-6
+    m1 = np.mean(phi(z) ** 2)
+    m2 = np.mean(((phi(z + h) - phi(z - h)) / (2 * h)) ** 2)
+    return 1 / np.sqrt(fan_in * m1), 1 / np.sqrt(fan_out * m2)
+""",
+        "estimating the second moments by sampling",
+    ),
+    (
+        "9.2",
+        RIGHT["9.2"].replace("gain / np.sqrt(2)", "gain * np.sqrt(2)"),
+        "grow by sqrt(2) per layer",
+    ),
+    (
+        "9.2",
+        RIGHT["9.2"].replace("np.sqrt(1 + gain**2)", "(1 + gain**2)"),
+        "the norm gains its square root",
+    ),
+    (
+        "9.2",
+        RIGHT["9.2"].replace('"tanh": gain,', '"tanh": gain**2,'),
+        "but not for the tanh layers",
+    ),
+    (
+        "9.3",
+        """
+def dead_units(weights, biases, X):
+    masks, z = [], X
+    for W, b in zip(weights, biases):
+        z = z @ W + b                     # the ReLU between layers forgotten
+        masks.append(np.all(np.maximum(z, 0) == 0, axis=0))
+    return masks
+""",
+        "reads the previous layer's pre-activations",
+    ),
+    ("9.3", RIGHT["9.3"].replace("(h == 0).all(axis=0)", "(h != 0).any(axis=0)"), "swapped"),
+]
+
 
 @pytest.mark.parametrize("exercise", sorted(RIGHT))
 def test_right_answers_pass(exercise, tmp_path):

@@ -49,6 +49,16 @@ def _trapezoid(y, z):
     return float(np.sum((y[1:] + y[:-1]) * np.diff(z)) / 2)
 
 
+def _negative_side_ignored(c, got):
+    """The scales computed with phi(-1) taken as 0."""
+    a = c.slope_pos
+    want = (np.sqrt(2 / (c.fan_in * a * a)), np.sqrt(2 / (c.fan_out * a * a)))
+    return all(
+        got.get(n) is not None and np.allclose(got[n], w, rtol=2e-3)
+        for n, w in zip(("forward_std", "backward_std"), want)
+    )
+
+
 def _std_reference(c):
     m_forward, m_backward = _moments(c)
     return (1 / np.sqrt(c.fan_in * m_forward), 1 / np.sqrt(c.fan_out * m_backward))
@@ -71,8 +81,9 @@ register(
             Bug(
                 "phi ignored",
                 "Your scales do not depend on phi: they are Xavier-style 1/sqrt(fan). The "
-                "activation changes the second moment: E[phi(z)^2] is (phi(1)^2 + "
-                "phi(-1)^2) / 2 times E[z^2] for a positively homogeneous phi.",
+                "activation changes both second moments: work out E[phi(z)^2] and "
+                "E[phi'(z)^2] for z ~ N(0, q) from phi(1) and phi(-1), as Section 9.4 did "
+                "for ReLU.",
                 variant=lambda c: (1 / np.sqrt(c.fan_in), 1 / np.sqrt(c.fan_out)),
             ),
             Bug(
@@ -81,6 +92,21 @@ register(
                 "is a sum over fan_out terms, so the backward condition has fan_out.",
                 variant=lambda c: (None, c.expected[0]),
                 outputs=("backward_std",),
+            ),
+            Bug(
+                "fans swapped",
+                "Your two scales have their fans swapped: going forward each z is a sum of "
+                "fan_in terms, going backward each gradient entry a sum of fan_out terms.",
+                variant=lambda c: (
+                    c.expected[0] * np.sqrt(c.fan_in / c.fan_out),
+                    c.expected[1] * np.sqrt(c.fan_out / c.fan_in),
+                ),
+            ),
+            Bug(
+                "negative side ignored",
+                "Your scales are right for ReLU but not when phi(-1) is not 0: the negative "
+                "half of z contributes to E[phi(z)^2] and E[phi'(z)^2] too, through phi(-1).",
+                predicate=lambda c, got: _negative_side_ignored(c, got),
             ),
             Bug(
                 "averaged fans",
@@ -155,6 +181,14 @@ def measure_ratio(kind: str, depth: int, gain: float, seed: int = 0) -> float:
     return float(np.linalg.norm(g) / top)
 
 
+def _only_kind_wrong(c, got, kind):
+    r = got.get("ratio")
+    if r is None or np.shape(r) != np.shape(c.expected[0]):
+        return False
+    right = bool(np.allclose(r, c.expected[0], rtol=0.5, atol=1e-12))
+    return right != (c.kind == kind)
+
+
 def _per_kind(c, value, kinds):
     """The expected ratio, except ``value`` on cases of the named kinds."""
     return value if c.kind in kinds else c.expected[0]
@@ -196,6 +230,22 @@ register(
                 rtol=0.5,
             ),
             Bug(
+                "ReLU's factor inverted",
+                "Your ReLU predictions grow by sqrt(2) per layer where the gradient loses a "
+                "factor sqrt(2): only about half of the units are on, so the gradient's "
+                "squared norm keeps about half of its size at every ReLU.",
+                variant=lambda c: _per_kind(c, (c.gain * np.sqrt(2)) ** c.depth, {"relu"}),
+                rtol=0.5,
+            ),
+            Bug(
+                "residual: variance, not norm",
+                "Your residual predictions are the squares of the measured ratios: (1 + "
+                "gain**2) per block is what the squared norm gains; the norm gains its square "
+                "root.",
+                variant=lambda c: _per_kind(c, (1 + c.gain**2) ** c.depth, {"residual"}),
+                rtol=0.5,
+            ),
+            Bug(
                 "squared ratio",
                 "Your predictions are the square of the measured ratios: you predicted the "
                 "ratio of squared norms (the variance argument's quantity); take its square "
@@ -203,6 +253,16 @@ register(
                 variant=lambda c: c.expected[0] ** 2,
                 rtol=0.5,
             ),
+            *[
+                Bug(
+                    f"{kind} only",
+                    f"Your predictions are within 50% for the other kinds of layer but not for "
+                    f"the {kind} layers: redo the variance argument of Section 9.4 for one "
+                    f"{kind} layer (what multiplies the gradient's squared norm?).",
+                    predicate=lambda c, got, kind=kind: _only_kind_wrong(c, got, kind),
+                )
+                for kind in ("linear", "relu", "tanh", "residual")
+            ],
         ],
         forbidden=ENGINE_GRADIENTS,
     )
@@ -262,6 +322,15 @@ def _draw_dead(rng, k):
     return {"weights": weights, "biases": biases, "X": X, "masks": masks, "kinds": kinds}
 
 
+def _preactivation_masks(c):
+    """Masks of a detector that feeds each layer the previous layer's pre-activations."""
+    out, z = [], c.X
+    for W, b in zip(c.weights, c.biases):
+        z = z @ W + b
+        out.append(np.all(np.maximum(z, 0.0) == 0.0, axis=0).astype(float))
+    return tuple(out)
+
+
 def _mask_with(c, extra_kinds, drop_kinds=()):
     out = []
     for mask, kind in zip(c.masks, c.kinds):
@@ -297,6 +366,18 @@ register(
                 "Your masks also flag units that are zero on some rows only. A unit is dead "
                 "when it is zero on every row: use all over the batch axis, not any.",
                 variant=lambda c: _mask_with(c, ("some rows",)),
+            ),
+            Bug(
+                "next layer fed with pre-activations",
+                "A layer of your detector reads the previous layer's pre-activations h W + b; "
+                "it reads their ReLU, which is 0 wherever those are negative. A unit that "
+                "listens only to dead units is dead too.",
+                variant=lambda c: _preactivation_masks(c),
+            ),
+            Bug(
+                "alive instead of dead",
+                "Your True and False are swapped: mark the dead units with True.",
+                variant=lambda c: tuple(1.0 - m for m in c.expected),
             ),
             Bug(
                 "one entry per example",

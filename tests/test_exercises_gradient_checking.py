@@ -132,6 +132,79 @@ def l2_normalize_backward(upstream, x):
     ),
 ]
 
+# found in review
+PLANTED += [
+    (
+        "10.1",
+        report(STEP="1.5e-8")
+        .replace("x.flat[i] = old - h\n        down = f(x)", "x.flat[i] = old\n        down = f(x)")
+        .replace("(up - down) / (2 * h)", "(up - down) / h"),
+        "A correct gradient failed your check",
+    ),
+    (
+        "10.1",
+        report()
+        .replace('"analytic": float(a.flat[worst])', '"analytic": float(n.flat[worst])')
+        .replace('"numeric": float(n.flat[worst])', '"numeric": float(a.flat[worst])'),
+        "analytic and numeric values are swapped",
+    ),
+    (
+        "10.1",
+        report(ERROR="np.abs(a - n) / np.maximum(np.maximum(np.abs(a), np.abs(n)), 1e-12)"),
+        "divide by max(|a|, |n|)",
+    ),
+    ("10.2", find().replace("best = (err, (i, j))", "best = (err, (j, i))"), "(input, layer)"),
+    (
+        "10.2",
+        find().replace("best = (err, (i, j))", "best = (err, (i + 1, j + 1))"),
+        "count layers and inputs from 0",
+    ),
+    (
+        "10.2",
+        """
+from backprop_lab.explore import gradient_checking as checking
+
+def find_wrong(layers):          # recognises the planted rule instead of checking it
+    for i, layer in enumerate(layers):
+        inner = [c.cell_contents for c in layer.backward.__closure__ or ()]
+        for variant, rule in checking._POOL[layer.name][1].items():
+            if variant != "ok" and any(rule is g for g in inner):
+                return i, int(variant[0])
+    return 0, 0
+""",
+        "that is not a gradient check",
+    ),
+    (
+        "10.3",
+        RIGHT["10.3"].replace("* y) / norm", "* y)"),
+        "times ||x|| in each row",
+    ),
+    (
+        "10.3",
+        RIGHT["10.3"].replace("(upstream - (upstream", "(upstream + (upstream"),
+        "adds the component of upstream along y",
+    ),
+    (
+        "10.3",
+        """
+def l2_normalize_backward(upstream, x):
+    norm = np.sqrt((x * x).sum(axis=1, keepdims=True))
+    return upstream / norm - x * (upstream * x).sum(axis=1, keepdims=True) / norm**2
+""",
+        "The term along y is not divided by the norm",
+    ),
+]
+
+
+def test_a_flat_worst_index_is_accepted(tmp_path):
+    """Found in review: returning np.argmax's flat position was diagnosed as pointing at
+    another entry; a flat position is unambiguous and now counts as the index."""
+    source = report(WORST="int(np.argmax(err))").replace(
+        '"worst_index": np.unravel_index(worst, x.shape)', '"worst_index": worst'
+    )
+    answer = answer_from_source(source, {"np": np})
+    assert practice_verdict("10.1", answer)["passed"]
+
 
 @pytest.mark.parametrize("exercise", sorted(RIGHT))
 def test_right_answers_pass(exercise, tmp_path):

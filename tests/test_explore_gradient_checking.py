@@ -85,3 +85,19 @@ def test_render_steps_draws(values):
 
 def test_step_explorer_fits_the_budget():
     assert gc.step_explorer().n_views <= 40
+
+
+def test_mystery_layers_hold_one_wrong_rule():
+    """Exercise 10.2's practice triple: exactly one layer disagrees with finite differences,
+    in one input (the notebook no longer names it in a worked cell)."""
+    rng = np.random.default_rng(0)
+    wrong = []
+    for i, layer in enumerate(gc.mystery_layers()):
+        out = np.asarray(layer.forward(*layer.inputs))
+        u = rng.normal(size=out.shape)
+        claimed = layer.backward(u, *layer.inputs)
+        numeric = numdiff.numerical_vjp(layer.forward, layer.inputs, u)
+        for j, (a, n) in enumerate(zip(claimed, numeric)):
+            if not np.allclose(a, n, rtol=1e-8, atol=1e-12):
+                wrong.append((i, j))
+    assert wrong == [(1, 0)]

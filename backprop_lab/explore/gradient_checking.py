@@ -472,3 +472,13 @@ def draw_inputs(kind: str, rng: np.random.Generator, scale: float = 1.0) -> tupl
     if kind == "safe log":
         return (scale * rng.uniform(2.0, 4.0, size=(3, 4)),)
     return (scale * rng.uniform(-3.0, 3.0, size=(3, 4)),)
+
+
+def mystery_layers(seed: int = 7) -> list[CheckableLayer]:
+    """Three layers to try exercise 10.2's ``find_wrong`` on: one of them has a wrong
+    backward rule for one of its inputs. Which one is for the gradient check to say (the
+    notebook does not name it)."""
+    rng = np.random.default_rng(seed)
+    kinds = ("softplus", "safe log", "attention scores")
+    variants = ("ok", "0-epsilon", "ok")
+    return [make_layer(k, v, draw_inputs(k, rng)) for k, v in zip(kinds, variants)]

@@ -93,11 +93,14 @@ def call_gradcheck(answers, args):
     if passed:
         return 1.0, error, float(report["n_failed"]), -1.0, 0.0, 0.0
     index = report["worst_index"]
-    index = (index,) if np.isscalar(index) else tuple(int(i) for i in np.ravel(index))
-    try:
-        flat = float(np.ravel_multi_index(index, np.shape(x)))
-    except ValueError:
-        flat = -2.0  # not an index of x
+    if np.isscalar(index) and np.ndim(x) > 1 and 0 <= int(index) < np.size(x):
+        flat = float(int(index))  # a flat position, as np.argmax gives: unambiguous
+    else:
+        index = (index,) if np.isscalar(index) else tuple(int(i) for i in np.ravel(index))
+        try:
+            flat = float(np.ravel_multi_index(index, np.shape(x)))
+        except ValueError:
+            flat = -2.0  # not an index of x
     return (
         0.0,
         error,
@@ -108,12 +111,54 @@ def call_gradcheck(answers, args):
     )
 
 
+class _Watched:
+    """A layer whose forward and backward count their calls (the answer sees the layer's
+    name, forward, backward and inputs, through fresh functions)."""
+
+    def __init__(self, layer):
+        self.name = layer.name
+        self.inputs = layer.inputs
+        self.forward_calls = 0
+        self.backward_calls = 0
+        forward, backward = layer.forward, layer.backward
+
+        def forward_pass(*inputs):
+            self.forward_calls += 1
+            return forward(*inputs)
+
+        def backward_pass(upstream, *inputs):
+            self.backward_calls += 1
+            return backward(upstream, *inputs)
+
+        self.forward = forward_pass
+        self.backward = backward_pass
+        self._repr = repr(layer)
+
+    def __repr__(self) -> str:
+        return self._repr
+
+
 @driver("find_wrong")
 def call_find_wrong(answers, args):
-    """Exercise 10.2: ``answer(layers)`` with layers built from ``(kind, variant, inputs)``."""
+    """Exercise 10.2: ``answer(layers)`` with layers built from ``(kind, variant, inputs)``.
+
+    The layers count their calls: an answer that names a layer without having run its
+    backward rule and its forward pass (twice at least: a difference) did not check it."""
     (specs,) = args
-    layers = [make_layer(kind, variant, inputs) for kind, variant, inputs in specs]
+    layers = [_Watched(make_layer(kind, variant, inputs)) for kind, variant, inputs in specs]
     result = answers[0](layers)
+    if isinstance(result, (tuple, list)) and len(result) == 2:
+        try:
+            named = layers[int(result[0])]
+        except (TypeError, ValueError, IndexError):
+            named = None
+        if named is not None and (named.backward_calls < 1 or named.forward_calls < 2):
+            raise RuntimeError(
+                f"find_wrong named layer {int(result[0])} ({named.name}) after running its "
+                f"backward rule {named.backward_calls} times and its forward pass "
+                f"{named.forward_calls} times: that is not a gradient check. Decide by "
+                "comparing backward(u, *inputs) with finite differences of the forward pass."
+            )
     if not isinstance(result, (tuple, list)) or len(result) != 2:
         raise TypeError(
             f"find_wrong must return a pair (layer_index, input_index); it returned {result!r}"[

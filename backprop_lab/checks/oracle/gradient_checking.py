@@ -67,6 +67,14 @@ def _report_reference(c):
 _OUT = ("passed", "max_rel_error", "n_failed", "worst", "analytic", "numeric")
 
 
+def _max_denominator(c):
+    """max_rel_error with |a - n| / max(|a|, |n|), a = f n, for the bugged cases."""
+    if not c.bugs:
+        return c.expected[1]
+    rel = [abs(f - 1) / max(abs(f), 1.0) for _, f in c.bugs]
+    return max(max(rel), 1e-6)
+
+
 def _passed(got) -> float | None:
     p = got.get("passed")
     return None if p is None else float(p)
@@ -137,6 +145,20 @@ register(
                 ),
             ),
             Bug(
+                "analytic and numeric swapped",
+                "Your report's analytic and numeric values are swapped: analytic is what grad "
+                "returned, numeric your finite difference.",
+                variant=lambda c: (None, None, None, None, c.expected[5], c.expected[4]),
+                outputs=("analytic", "numeric"),
+            ),
+            Bug(
+                "max in the denominator",
+                "Your relative errors divide by max(|a|, |n|); Section 10.3's definition, which "
+                "the report asks for, divides by |a| + |n| (with a small floor).",
+                variant=lambda c: (None, _max_denominator(c), None, None, None, None),
+                outputs=("max_rel_error",),
+            ),
+            Bug(
                 "first instead of worst",
                 "Your report counts the failures right but points at another entry than the "
                 "one with the largest relative error: report the worst entry.",
@@ -147,6 +169,16 @@ register(
                         and not _right_on(c, got, ("worst",))
                     )
                 ),
+            ),
+            Bug(  # last: the wrong outputs all come from correct gradients that failed
+                "a correct gradient fails",
+                "A correct gradient failed your check: your finite differences are not "
+                "accurate enough for your threshold on that function. Use centered "
+                "differences (one-sided ones are accurate to about 1e-8 at best) with a step "
+                "near 6e-6 * max(1, |x|), and a threshold that a correct float64 check meets "
+                "(Sections 10.2 and 10.3).",
+                predicate=lambda c, got: (not c.bugs) or _right_on(c, got, ("passed",)),
+                outputs=("passed",),  # wrong, and right on every bugged case
             ),
         ],
         forbidden=ENGINE_GRADIENTS
@@ -210,6 +242,17 @@ register(
                 ),
             ),
             Bug(
+                "pair swapped",
+                "Your pair is (input, layer); the exercise asks for (layer_index, input_index).",
+                variant=lambda c: (float(c.input), float(c.bad)),
+            ),
+            Bug(
+                "counted from 1",
+                "Your indices are one too large: count layers and inputs from 0, as Python "
+                "lists do.",
+                variant=lambda c: (float(c.bad + 1), float(c.input + 1)),
+            ),
+            Bug(
                 "subtle bug missed",
                 "You miss a wrong gradient that is off by a few parts in a million: at the "
                 "default step, a correct rule checks to about 1e-9 here, so a threshold "
@@ -228,6 +271,10 @@ register(
 def _l2_direct(c):
     norm = np.sqrt(np.sum(c.x * c.x, axis=1, keepdims=True))
     return numdiff.numerical_vjp(lambda x: x / norm, [c.x], c.upstream)[0]
+
+
+def _y(c):
+    return c.x / np.sqrt(np.sum(c.x * c.x, axis=1, keepdims=True))
 
 
 def _l2_columns(c):
@@ -259,6 +306,27 @@ register(
                 "Your rule normalises over the batch axis (the columns); every row is divided "
                 "by its own norm (axis=1).",
                 variant=lambda c: _l2_columns(c),
+            ),
+            Bug(
+                "not divided by the norm",
+                "Your dx is the right one times ||x|| in each row: after removing the component "
+                "along y, divide by the norm.",
+                variant=lambda c: c.expected[0] * np.sqrt(np.sum(c.x * c.x, axis=1, keepdims=True)),
+            ),
+            Bug(
+                "component added",
+                "Your rule adds the component of upstream along y where it must remove it: "
+                "a change of x along y changes only the length, which y does not see.",
+                variant=lambda c: 2 * _l2_direct(c) - c.expected[0],
+            ),
+            Bug(
+                "projection not divided by the norm",
+                "The term along y is not divided by the norm: the whole bracket, upstream "
+                "minus its component along y, is divided by ||x|| (with x written out, that "
+                "term carries ||x||**3).",
+                variant=lambda c: (
+                    _l2_direct(c) - np.sum(c.upstream * _y(c), axis=1, keepdims=True) * _y(c)
+                ),
             ),
             Bug(
                 "times the norm",

@@ -237,11 +237,38 @@ def _answers_in_notebook():
     return out
 
 
+# found in review: a segment range off by one (a layer without dW), and peak formulas that
+# no single named slip explains
+_SOLUTIONS = _answers_in_notebook()
+PLANTED += [
+    (
+        "11.1",
+        _SOLUTIONS["11.1"].replace(
+            "stop = min(start + k, n_layers)", "stop = min(start + k, n_layers - 1)"
+        ),
+        "are None: every one of the",
+    ),
+    (
+        "11.2",
+        _SOLUTIONS["11.2"].replace(
+            "return max(n - 1 + chunks[-1], n - 2 + chunks[0])",
+            "return int(round(n_layers / chunks[0] + chunks[0]))",
+        ),
+        "No single slip explains your numbers",
+    ),
+    (
+        "11.2",
+        _SOLUTIONS["11.2"].replace("return n_layers\n", "return n_layers + 1\n"),
+        "mind the case of a single chunk",
+    ),
+]
+
+
 def test_every_exercise_has_two_planted_bugs():
     counts = {}
     for exercise, _, _ in PLANTED:
         counts[exercise] = counts.get(exercise, 0) + 1
-    assert counts == {"11.1": 5, "11.2": 5, "11.3": 4}
+    assert counts == {"11.1": 6, "11.2": 7, "11.3": 4}
     assert set(_answers_in_notebook()) == set(counts)
 
 

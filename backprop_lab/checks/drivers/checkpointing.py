@@ -43,6 +43,18 @@ def run_schedule(answers, args):
     if not isinstance(result, (tuple, list)) or len(result) != 2:
         return result  # the runner reports what came back
     dx, dWs = result
+    if isinstance(dWs, (list, tuple)) and any(g is None for g in dWs):
+        missing = [i for i, g in enumerate(dWs) if g is None]
+        raise ValueError(
+            f"the weight gradients of layers {missing[:8]}{' ...' if len(missing) > 8 else ''} "
+            f"are None: every one of the {net.n_layers} layers needs its dW (is a segment's "
+            "range off by one?)"
+        )
+    if isinstance(dWs, (list, tuple)) and len(dWs) != net.n_layers:
+        raise ValueError(
+            f"{len(dWs)} weight gradients came back for {net.n_layers} layers: return one dW "
+            "per layer, [dW_0, ..., dW_{n_layers - 1}]"
+        )
     try:
         dW = np.stack([np.asarray(g, dtype=np.float64) for g in dWs])
     except (TypeError, ValueError):

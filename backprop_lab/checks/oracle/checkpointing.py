@@ -289,6 +289,13 @@ register(
                 "its own.",
                 variant=lambda c: c.expected[0] + 1,
             ),
+            Bug(  # last: a single number has no telling ratio
+                "no single slip",
+                "No single slip explains your numbers. Count whole arrays, not a formula, at "
+                "the two moments the exercise names (the end of the forward pass, and the "
+                "recomputation of one chunk), and mind the case of a single chunk.",
+                predicate=lambda c, got: got.get("peak") is not None,
+            ),
         ],
         forbidden=MEASURING,
     )

@@ -116,6 +116,38 @@ PLANTED = [
     ("12.3", cell(prev="cs[t + 1]"), "df_t = delta_t * c_{t-1}"),
     ("12.3", cell(gate="1.0"), "multiplies it by that step's forget gate"),
     ("12.3", cell(di="i[t]", dg="g[t]"), "are swapped"),
+    # found in review: shortcuts for the worst case that the check reported as a ratio
+    (
+        "12.2",
+        amplification(
+            "M = np.linalg.multi_dot(Js + [np.eye(len(Wh))] * 2)\n    return np.linalg.norm(M)"
+        ),
+        "This is the Frobenius norm",
+    ),
+    (
+        "12.2",
+        amplification(
+            "M = np.linalg.multi_dot(Js + [np.eye(len(Wh))] * 2)\n"
+            "    return np.linalg.svd(M, compute_uv=False)[-1]"
+        ),
+        "This is the smallest singular value",
+    ),
+    (
+        "12.2",
+        amplification(
+            "Js = [np.diag(1.0 - hs[s] ** 2) @ Wh for s in range(T, T - d, -1)]\n"
+            "    return np.linalg.norm(np.linalg.multi_dot(Js + [np.eye(len(Wh))] * 2), 2)"
+        ),
+        "multiplies by its transpose",
+    ),
+    (
+        "12.2",
+        amplification(
+            "Js = [np.diag((1.0 - hs[s] ** 2) ** 2) @ Wh.T for s in range(T, T - d, -1)]\n"
+            "    return np.linalg.norm(np.linalg.multi_dot(Js + [np.eye(len(Wh))] * 2), 2)"
+        ),
+        "tanh slope enters squared",
+    ),
 ]
 
 
@@ -133,7 +165,7 @@ def test_every_exercise_has_two_planted_bugs():
     counts = {}
     for exercise, _, _ in PLANTED:
         counts[exercise] = counts.get(exercise, 0) + 1
-    assert counts == {"12.1": 4, "12.2": 6, "12.3": 4}
+    assert counts == {"12.1": 4, "12.2": 10, "12.3": 4}
     assert set(_answers_in_notebook()) == set(counts)
 
 

@@ -227,6 +227,22 @@ def _product(c, order="right", slope_from_input=False):
     return M
 
 
+def _untransposed_product(c):
+    T = len(c.hs) - 1
+    M = np.eye(len(c.Wh))
+    for s in range(T, T - c.d, -1):
+        M = M @ (np.diag(1.0 - c.hs[s] ** 2) @ c.Wh)
+    return M
+
+
+def _squared_slope_product(c):
+    T = len(c.hs) - 1
+    M = np.eye(len(c.Wh))
+    for s in range(T, T - c.d, -1):
+        M = M @ (np.diag((1.0 - c.hs[s] ** 2) ** 2) @ c.Wh.T)
+    return M
+
+
 register(
     ValueSpec(
         id="12.2",
@@ -276,6 +292,34 @@ register(
                 "Each step's tanh slope is taken at its input state h_{s-1}; step s's "
                 "Jacobian scales by 1 - h_s^2, the slope at that step's own output.",
                 variant=_one(lambda c: _top(_product(c, slope_from_input=True))),
+            ),
+            Bug(
+                "Frobenius norm",
+                "This is the Frobenius norm of the product of the step Jacobians (the root of "
+                "the sum of all its squared singular values), an upper bound; the worst-case "
+                "ratio of two vector norms is the largest singular value alone.",
+                variant=_one(lambda c: np.linalg.norm(_unrolled_jacobian(c, c.d))),
+            ),
+            Bug(
+                "smallest singular value",
+                "This is the smallest singular value of the product: the gradient that shrinks "
+                "most. The question asks for the largest possible ratio.",
+                variant=_one(
+                    lambda c: np.linalg.svd(_unrolled_jacobian(c, c.d), compute_uv=False)[-1]
+                ),
+            ),
+            Bug(
+                "Wh not transposed",
+                "Your step Jacobians use Wh where the backward step multiplies by its "
+                "transpose: in the row convention delta_{s-1} = delta_s diag(1 - h_s^2) "
+                "Wh^T.",
+                variant=_one(lambda c: _top(_untransposed_product(c))),
+            ),
+            Bug(
+                "tanh slope squared",
+                "Each step's tanh slope enters squared: the step Jacobian scales by "
+                "1 - h_s^2 once (it is already the derivative of tanh).",
+                variant=_one(lambda c: _top(_squared_slope_product(c))),
             ),
             Bug(
                 "one step too few",

@@ -133,6 +133,23 @@ PLANTED = [
     ("13.3", _tau(dS="P * dP"), "row-sum term"),
     ("13.3", _tau(total="np.sum(dS * tau * R)"), "tau times the right value"),
     ("13.3", _tau(total="np.trace(dS * R)"), "diagonal"),
+    # found in review: three wrong causal masks, dK assigned per block, an unexplained tau
+    ("13.1", _bwd().replace("S, -np.inf)", "S, 0.0)"), "were set to 0, not -inf"),
+    (
+        "13.1",
+        _bwd()
+        .replace("        S = np.where(np.tril(np.ones(S.shape, dtype=bool)), S, -np.inf)\n", "")
+        .replace("    if causal:\n", "")
+        .replace(
+            "P /= P.sum(axis=1, keepdims=True)\n",
+            "P /= P.sum(axis=1, keepdims=True)\n    if causal:\n"
+            "        P = P * np.tril(np.ones(P.shape))\n",
+        ),
+        "multiplied by the mask after the softmax",
+    ),
+    ("13.1", _bwd().replace("np.tril(", "np.triu("), "hides the keys before each query"),
+    ("13.2", _lse().replace("dK += dS.T", "dK = dS.T"), "holds the last block's contribution"),
+    ("13.3", _tau(total="np.sum(dS * R) / tau"), "No single slip explains your numbers"),
 ]
 
 

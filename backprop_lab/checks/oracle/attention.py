@@ -86,6 +86,31 @@ class _AttentionBackwardSpec(BackwardSpec):
         return case
 
 
+def _mask_variant(how):
+    """A backward pass written by hand around a causal mask applied the wrong way: the usual
+    formulas (dV = P^T dO, dS = P (dP - rowsum(dP P)), ...) on weights P where ``"zero"``
+    set the hidden scores to 0 instead of -inf, ``"after"`` multiplied the weights by the
+    mask after the softmax, and ``"upper"`` hid the keys before each query."""
+
+    def variant(c: Case):
+        if not c.causal:
+            return _backward(c.upstream, c.Q, c.K, c.V)
+        s = 1.0 / math.sqrt(c.Q.shape[1])
+        S = c.Q @ c.K.T * s
+        lower = np.tril(np.ones(S.shape, dtype=bool))
+        if how == "zero":
+            P = _weights(np.where(lower, S, 0.0))
+        elif how == "after":
+            P = _weights(S) * lower
+        else:
+            P = _weights(np.where(lower.T, S, -np.inf))
+        dP = c.upstream @ c.V.T
+        dS = P * (dP - np.sum(dP * P, axis=1, keepdims=True))
+        return dS @ c.K * s, dS.T @ c.Q * s, P.T @ c.upstream
+
+    return variant
+
+
 def _variant(**switches):
     def variant(c: Case):
         return _backward(c.upstream, c.Q, c.K, c.V, causal=c.causal, **switches)
@@ -136,6 +161,28 @@ register(
                 "query may not see. Recompute P with the mask (scores above the diagonal "
                 "at -inf before the softmax); the hidden weights are then exactly 0.",
                 variant=_variant(masked=False),
+            ),
+            Bug(
+                "mask applied after the softmax",
+                "It is right on the plain cases but not on the causal ones: your weights are "
+                "multiplied by the mask after the softmax, so the normaliser still contains "
+                "the hidden keys and the future leaks into every output (Section 13.3). Set "
+                "the hidden scores to -inf before the softmax.",
+                variant=_mask_variant("after"),
+            ),
+            Bug(
+                "masked scores set to 0",
+                "It is right on the plain cases but not on the causal ones: the hidden scores "
+                "were set to 0, not -inf, and exp(0) = 1 gives every hidden key a weight. "
+                "Use -inf (np.where(mask, S, -np.inf)): the hidden weights are then exactly 0.",
+                variant=_mask_variant("zero"),
+            ),
+            Bug(
+                "mask on the wrong side",
+                "It is right on the plain cases but not on the causal ones: your mask hides "
+                "the keys before each query instead of those after it. Query i sees keys "
+                "0..i: keep the lower triangle, diagonal included (np.tril).",
+                variant=_mask_variant("upper"),
             ),
             Bug(
                 "dV transpose missing",
@@ -233,6 +280,17 @@ def _partial_block_skipped(c: Case):
     return dQ, dS.T @ c.Q[:t] * s, P.T @ up, None
 
 
+def _last_block_only(c: Case):
+    block = c.extra["block"]
+    start = (c.Q.shape[0] - 1) // block * block
+    s = 1.0 / math.sqrt(c.Q.shape[1])
+    P = _weights(_scores(c.Q, c.K, False))[start:]
+    up = c.dO[start:]
+    dP = up @ c.V.T
+    dS = P * (dP - np.sum(dP * P, axis=1, keepdims=True))
+    return None, dS.T @ c.Q[start:] * s, P.T @ up, None
+
+
 def _lse_unnormalised(c: Case):
     d = c.Q.shape[1]
     s = 1.0 / math.sqrt(d)
@@ -285,6 +343,14 @@ register(
                 "The weights were regenerated as exp(S) without subtracting lse: row i of "
                 "the weights is exp(S_i - lse_i), which also keeps exp from overflowing.",
                 variant=_lse_unnormalised,
+            ),
+            Bug(
+                "dK and dV assigned, not accumulated",
+                "dK (or dV) holds the last block's contribution only: every block of queries "
+                "reads every key and value, so each block adds its share (dK += ..., "
+                "dV += ...), starting from zeros.",
+                variant=lambda c: _last_block_only(c),
+                outputs=("dK", "dV"),
             ),
             Bug(
                 "last partial block skipped",
@@ -359,6 +425,17 @@ register(
                 "Only the diagonal of dS * R was summed: tau multiplies every one of the "
                 "T x T scores, so its gradient sums over all of them.",
                 variant=lambda c: np.array(np.trace(_temperature_matrix(c))),
+            ),
+            Bug(  # last: a single number has no telling ratio
+                "no single slip",
+                "No single slip explains your numbers. Follow the chain once more: the "
+                "gradient at the weights, then at the scores through the softmax (with its "
+                "row-sum term), then what tau's share of every score is.",
+                predicate=lambda c, got: (
+                    got.get("dtau") is not None
+                    and np.shape(got["dtau"]) == np.shape(c.expected[0])
+                    and not np.allclose(got["dtau"], -c.expected[0], rtol=1e-5)
+                ),
             ),
         ],
         forbidden=FORBIDDEN,

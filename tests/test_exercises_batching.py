@@ -93,6 +93,13 @@ def per_example_grad_norms(X, y, W1, b1, W2, b2):
     return np.sqrt(sq)
 """
 
+_LAYER1_ONLY = _NORMS.format(
+    scale="",
+    mask="* (z1 > 0)",
+    biases="- np.sum(h * h, 1) * np.sum(d2 * d2, 1) + np.sum(d1 * d1, 1)",
+    ret="np.sqrt(sq)",
+)
+
 _CLIP = """
 def clipped_mean_gradient(X, y, W, b, clip):
     B = len(y)
@@ -149,6 +156,8 @@ PLANTED = [
     ("14.2", _norms(mask=""), "ReLU"),
     ("14.2", _norms(ret="sq"), "squared norms"),
     ("14.2", _NORMS_EINSUM, "||a^T c||_F = ||a|| ||c||"),
+    # found in review: one layer's gradients left out of g_i
+    ("14.2", _LAYER1_ONLY, "the first layer's gradients alone"),
     ("14.3", _CLIP_BATCH, "clips the averaged gradient"),
     ("14.3", _clip(factor="clip / norms"), "min(1, clip / ||g_i||)"),
     ("14.3", _clip(bias=""), "bias part"),

@@ -150,8 +150,8 @@ def _per_example_grads(c: Case):
     return out
 
 
-def _norms_reference(c: Case, *, scale=1.0, biases=True, mask=True):
-    if mask and biases and scale == 1.0:
+def _norms_reference(c: Case, *, scale=1.0, biases=True, mask=True, layers=(1, 2)):
+    if mask and biases and scale == 1.0 and layers == (1, 2):
         grads = _per_example_grads(c)
         norms = [math.sqrt(sum(float(np.sum(g * g)) for g in gs)) for gs in grads]
         return np.array(norms), np.array(1.0)
@@ -164,9 +164,9 @@ def _norms_reference(c: Case, *, scale=1.0, biases=True, mask=True):
     d2 = p.copy()
     d2[np.arange(len(c.y)), c.y] -= 1
     d1 = (d2 @ c.W2.T) * ((z1 > 0) if mask else 1.0)
-    sq = np.sum(c.X**2, 1) * np.sum(d1**2, 1) + np.sum(h**2, 1) * np.sum(d2**2, 1)
-    if biases:
-        sq = sq + np.sum(d1**2, 1) + np.sum(d2**2, 1)
+    first = np.sum(c.X**2, 1) * np.sum(d1**2, 1) + (np.sum(d1**2, 1) if biases else 0.0)
+    second = np.sum(h**2, 1) * np.sum(d2**2, 1) + (np.sum(d2**2, 1) if biases else 0.0)
+    sq = (first if 1 in layers else 0.0) + (second if 2 in layers else 0.0)
     return scale * np.sqrt(sq), None
 
 
@@ -212,6 +212,21 @@ register(
                 "The hidden layer's delta ignores the ReLU: multiply by (z1 > 0), the "
                 "derivative of relu at each example's own pre-activation.",
                 variant=lambda c: _norms_reference(c, mask=False),
+                outputs=("norms",),
+            ),
+            Bug(
+                "first layer only",
+                "These are the norms of the first layer's gradients alone (W1 and b1): g_i "
+                "stacks all four parameters, so the second layer's squared norms add in too.",
+                variant=lambda c: _norms_reference(c, layers=(1,)),
+                outputs=("norms",),
+            ),
+            Bug(
+                "second layer only",
+                "These are the norms of the second layer's gradients alone (W2 and b2): g_i "
+                "stacks all four parameters, so the first layer's squared norms add in too "
+                "(its delta is the second layer's, sent back through W2 and the ReLU).",
+                variant=lambda c: _norms_reference(c, layers=(2,)),
                 outputs=("norms",),
             ),
             Bug(

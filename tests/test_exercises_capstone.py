@@ -43,20 +43,24 @@ def _conv_with(old, new):
     return src.replace(old, new)
 
 
-_NORMALIZE = """
-def normalize_vjp(upstream, x):
-    norm = {norm}
-    y = x / norm
-    return {ret}
+_COSINE = """
+def cosine_vjp(upstream, a, b):
+    na = np.linalg.norm(a, axis=1, keepdims=True)
+    nb = np.linalg.norm(b, axis=1, keepdims=True)
+    ua, ub = a / na, b / nb
+    s = np.sum(ua * ub, axis=1, keepdims=True)
+    g = {g}
+    return {da}, {db}
 """
-_NORM_RIGHT = dict(
-    norm="np.linalg.norm(x, axis=1, keepdims=True)",
-    ret="(upstream - y * np.sum(upstream * y, axis=1, keepdims=True)) / norm",
+_COSINE_RIGHT = dict(
+    g="upstream[:, None]",
+    da="g * (ub - s * ua) / na",
+    db="g * (ua - s * ub) / nb",
 )
 
 
-def _normalize(**changes):
-    return _NORMALIZE.format(**{**_NORM_RIGHT, **changes})
+def _cosine(**changes):
+    return _COSINE.format(**{**_COSINE_RIGHT, **changes})
 
 
 _FLOPS = """
@@ -98,27 +102,79 @@ PLANTED = [
         lambda: _conv_with('"jvp_formula": r"', '"jvp_formula": "", "x": r"'),
         "conv1d_formulas()",
     ),
-    ("15.2", lambda: _normalize(ret="upstream / norm"), "subtract y <upstream, y>"),
+    # found in review
+    (
+        "15.1",
+        lambda: _conv_with("gx[:, :, k : k + T_out] +=", "gx[:, :, k : k + T_out] ="),
+        "an assignment keeps only the last offset's share",
+    ),
+    (
+        "15.1",
+        lambda: _conv_with(
+            "    result = None\n    if tx is not None:",
+            "    if tx is not None and tw is not None:\n"
+            "        return conv1d_forward(xp, tx, tw)[0]\n"
+            "    result = None\n    if tx is not None:",
+        ),
+        "not conv(x_dot, w_dot)",
+    ),
+    ("15.2", lambda: _cosine(da="g * b", db="g * a"), "the gradient of the dot product alone"),
     (
         "15.2",
-        lambda: _normalize(
-            ret="(upstream - y * np.sum(upstream * y, axis=1, keepdims=True)) / norm**2"
-        ),
-        "||x||^2",
+        lambda: _cosine(da="g * ub / na", db="g * ua / nb"),
+        "It treats the norms as constants",
     ),
     (
         "15.2",
-        lambda: _normalize(
-            ret="(upstream - x * np.sum(upstream * x, axis=1, keepdims=True)) / norm"
-        ),
-        "uses x instead",
+        lambda: _cosine(da="g * (ub + s * ua) / na", db="g * (ua + s * ub) / nb"),
+        "added where it must be removed",
     ),
-    ("15.2", lambda: _normalize(norm="np.linalg.norm(x)"), "one norm of the whole array"),
+    (
+        "15.2",
+        lambda: _cosine(da="g * (ub - s * ua) / na**2", db="g * (ua - s * ub) / nb**2"),
+        "||a||^2",
+    ),
+    ("15.2", lambda: _cosine(g="1.0"), "The upstream gradient is missing"),
+    (
+        "15.2",
+        lambda: _cosine(da="g * (ua - s * ub) / nb", db="g * (ub - s * ua) / na"),
+        "da and db are swapped",
+    ),
+    ("15.2", lambda: _cosine(g="upstream"), "do not broadcast"),
     ("15.3", lambda: _flops(backward="embed + rest"), "backward is about twice forward"),
     ("15.3", lambda: _flops(backward="2 * (embed + rest)"), "one-hot matrix"),
     ("15.3", lambda: _flops(attention="0"), "two products inside attention"),
     ("15.3", lambda: _flops(attention="4 * T * T * d"), "multiply by B"),
 ]
+
+
+def test_exercise_10_3_answer_does_not_answer_15_2():
+    """Found in review: 15.2 was 10.3 again (row normalisation, same signature); now it asks
+    for the cosine similarity's rule, for which 10.3's rule is one piece."""
+    from _chapter_solutions import answer_source as source
+
+    l2 = answer_from_source(source("10-gradient-checking.ipynb", "10.3"), {"np": np})
+    assert not practice_verdict("15.2", l2)["passed"]
+
+
+def test_counting_instead_of_predicting_is_refused():
+    """Found in review: the forward half of 15.3 could be measured with the counter's class
+    (bl.count was forbidden, Counter was not)."""
+    source = """
+from backprop_lab.instrument.counters import Counter
+from backprop_lab.explore import transformer as tf
+
+def predict_matmul_flops(B, T, d, hidden, vocab):
+    model = tf.TinyTransformer(vocab=vocab, d=d, hidden=hidden, seed=0)
+    tokens, targets = tf.copy_back_task(B, T, vocab, seed=0)
+    with Counter() as c:
+        model.loss(tokens, targets)
+    forward = c.per_op["matmul"][1]
+    return forward, 2 * forward
+"""
+    verdict = practice_verdict("15.3", answer_from_source(source, {"np": np}))
+    assert not verdict["passed"]
+    assert "backprop_lab.instrument.counters.Counter" in verdict["feedback"]
 
 
 @pytest.mark.parametrize(("exercise", "make", "phrase"), PLANTED)

@@ -1,5 +1,6 @@
 """Chapter 15 (the complete picture): 15.1 a new op for the engine, the 1-D convolution
-(forward, VJP, JVP, formulas); 15.2 the backward rule of row normalisation; 15.3 the matrix
+(forward, VJP, JVP, formulas); 15.2 the backward rule of the cosine similarity of rows (a
+composite: it replaced a copy of exercise 10.3's row normalisation); 15.3 the matrix
 product FLOPs of a transformer training step, predicted."""
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from backprop_lab import numdiff
-from backprop_lab.checks.drivers.capstone import normalize_rows
+from backprop_lab.checks.drivers.capstone import cosine_rows
 from backprop_lab.checks.oracle import register
 from backprop_lab.checks.oracle._chapter_specs import LabeledValueSpec
 from backprop_lab.checks.oracle.spec import (
@@ -112,6 +113,22 @@ register(
                 outputs=("ty", "ty_w"),
             ),
             Bug(
+                "input gradient assigned, not accumulated",
+                "The windows of neighbouring kernel offsets overlap, so every offset k adds "
+                "its share into gx[..., k : k + T_out] (+=); an assignment keeps only the "
+                "last offset's share where the windows overlap.",
+                variant=lambda c: (None, _assigned_gx(c), None, _assigned_gx(c)) + (None,) * 5,
+                outputs=("gx", "gx_alone"),
+            ),
+            Bug(
+                "JVP of both tangents at once",
+                "With both tangents given, the JVP is conv(x_dot, w) + conv(x, w_dot), one "
+                "term per input (the product rule: the op is linear in each input "
+                "separately), not conv(x_dot, w_dot).",
+                variant=lambda c: (None,) * 5 + (conv1d_reference(c.tx, c.tw), None, None, None),
+                outputs=("ty",),
+            ),
+            Bug(
                 "formulas missing",
                 "conv1d_formulas() must return a dict with the LaTeX strings 'formula', "
                 "'vjp_formula' and 'jvp_formula', none of them empty.",
@@ -124,6 +141,15 @@ register(
 )
 
 
+def _assigned_gx(c: Case):
+    K = c.w.shape[2]
+    T_out = c.g.shape[2]
+    gx = np.zeros_like(c.x)
+    for k in range(K):
+        gx[:, :, k : k + T_out] = np.einsum("oc,bot->bct", c.w[:, :, k], c.g)
+    return gx
+
+
 def _unshifted_gx(c: Case):
     K = c.w.shape[2]
     T_out = c.g.shape[2]
@@ -134,75 +160,98 @@ def _unshifted_gx(c: Case):
 
 
 # --------------------------------------------------------------------------- 15.2
-def _normalize_draw(rng, index):
-    x = rng.standard_normal((4, 5))
-    x[0] *= 0.1  # rows of different lengths: a bug in the power of the norm shows
-    x[1] *= 3.0
-    return {"x": x}
+def _cosine_draw(rng, index):
+    a = rng.standard_normal((5, 4))
+    b = rng.standard_normal((5, 4))
+    a[0] *= 0.1  # rows of different lengths: a bug in the power of a norm shows
+    b[1] *= 3.0
+    b[2] = (0.7 if index == 0 else -2.5) * a[2]  # parallel rows: the cosine is extreme there
+    return {"a": a, "b": b}
 
 
-def _norm_variant(c: Case, *, project=True, power=1, with_x=False, sign=-1.0):
-    x, g = c.x, c.upstream
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    y = x / n
+def _cosine_large(rng):
+    return {"a": rng.standard_normal((2000, 500)), "b": rng.standard_normal((2000, 500))}
+
+
+def _cos_parts(c: Case):
+    na = np.linalg.norm(c.a, axis=1, keepdims=True)
+    nb = np.linalg.norm(c.b, axis=1, keepdims=True)
+    ua, ub = c.a / na, c.b / nb
+    s = np.sum(ua * ub, axis=1, keepdims=True)
+    return na, nb, ua, ub, s, c.upstream[:, None]
+
+
+def _cos_variant(c: Case, *, sign=-1.0, power=1, upstream=True, project=True, dot=False):
+    """Hand-written rules with one slip each (trusted side: the oracle is hidden from the
+    grading kernel)."""
+    na, nb, ua, ub, s, g = _cos_parts(c)
+    g = g if upstream else np.ones_like(g)
+    if dot:
+        return g * c.b, g * c.a
     if not project:
-        return g / n**power
-    u = x if with_x else y
-    return (g + sign * u * np.sum(g * u, axis=1, keepdims=True)) / n**power
+        return g * ub / na, g * ua / nb
+    return g * (ub + sign * s * ua) / na**power, g * (ua + sign * s * ub) / nb**power
+
+
+def _cos_swapped(c: Case):
+    da, db = c.expected
+    return db, da
 
 
 register(
     BackwardSpec(
         id="15.2",
-        title="normalize_vjp",
-        signature="normalize_vjp(upstream, x)",
-        forward=normalize_rows,
-        inputs={"x": (4, 5)},
-        outputs=("dx",),
-        draw=_normalize_draw,
+        title="cosine_vjp",
+        signature="cosine_vjp(upstream, a, b)",
+        forward=cosine_rows,
+        inputs={"a": (5, 4), "b": (5, 4)},
+        outputs=("da", "db"),
+        draw=_cosine_draw,
         cases=2,
         bugs=[
             Bug(
-                "projection dropped",
-                "It is upstream / ||x|| alone. The length of y is always 1, so the part of "
-                "upstream along y cannot change the loss: subtract y <upstream, y> first.",
-                variant=lambda c: _norm_variant(c, project=False),
+                "the dot product's gradient",
+                "It is upstream * b (and upstream * a): the gradient of the dot product alone. "
+                "The cosine divides by both norms, and they depend on a and b too.",
+                variant=lambda c: _cos_variant(c, dot=True),
             ),
             Bug(
-                "divided by the squared norm",
-                "It is divided by ||x||^2: the rule divides by ||x|| once (y = x / ||x|| "
-                "scales x's small changes by 1/||x||).",
-                variant=lambda c: _norm_variant(c, power=2),
-            ),
-            Bug(
-                "projected onto x, not y",
-                "The projection uses x instead of the unit vector y = x / ||x||: "
-                "upstream - y <upstream, y>.",
-                variant=lambda c: _norm_variant(c, with_x=True),
+                "norms held fixed",
+                "It treats the norms as constants: upstream * b / (||a|| ||b||). A change of "
+                "a along itself only stretches a and leaves the cosine alone, so da must be "
+                "orthogonal to a in every row: remove the part along a (Exercise 10.3's rule "
+                "does that).",
+                variant=lambda c: _cos_variant(c, project=False),
             ),
             Bug(
                 "projection added",
-                "The part along y is added instead of subtracted: upstream - y <upstream, y>.",
-                variant=lambda c: _norm_variant(c, sign=+1.0),
+                "The part along the unit vector is added where it must be removed: "
+                "da_n is proportional to b_hat - s_n a_hat, which is orthogonal to a_n.",
+                variant=lambda c: _cos_variant(c, sign=+1.0),
             ),
             Bug(
-                "one norm for the whole array",
-                "It divides by one norm of the whole array: each row is normalised by its "
-                "own norm (axis=1, keepdims=True).",
-                variant=lambda c: _whole_array_variant(c),
+                "divided by the squared norm",
+                "It is divided by ||a||^2 (and ||b||^2): the unit vector a / ||a|| scales a's "
+                "small changes by 1 / ||a||, once.",
+                variant=lambda c: _cos_variant(c, power=2),
+            ),
+            Bug(
+                "upstream left out",
+                "The upstream gradient is missing: each row's gradient is upstream_n times "
+                "the row's local derivative (upstream[:, None] broadcasts it over the row).",
+                variant=lambda c: _cos_variant(c, upstream=False),
+            ),
+            Bug(
+                "da and db swapped",
+                "da and db are swapped: a's gradient is the part of b_hat across a, divided "
+                "by ||a||; b's is the part of a_hat across b, divided by ||b||.",
+                variant=_cos_swapped,
             ),
         ],
-        cost=Cost(multiple=10, inputs={"x": (2000, 500)}),
+        cost=Cost(multiple=10, inputs={"a": (2000, 500), "b": (2000, 500)}, draw=_cosine_large),
         forbidden=FORBIDDEN,
     )
 )
-
-
-def _whole_array_variant(c: Case):
-    x, g = c.x, c.upstream
-    n = np.linalg.norm(x)
-    y = x / n
-    return (g - y * np.sum(g * y, axis=1, keepdims=True)) / n
 
 
 # --------------------------------------------------------------------------- 15.3
@@ -302,6 +351,13 @@ register(
                 variant=_flops_bug("attention_once_per_batch"),
             ),
         ],
-        forbidden=ENGINE_GRADIENTS + ("backprop_lab.count", "backprop_lab.Trace"),
+        forbidden=ENGINE_GRADIENTS
+        + (
+            "backprop_lab.count",
+            "backprop_lab.Trace",
+            # the counter itself, and the FLOP rule it applies (a prediction counts nothing)
+            "backprop_lab.instrument.counters.Counter",
+            "backprop_lab.instrument.counters",
+        ),
     )
 )

@@ -10,9 +10,9 @@ from backprop_lab.explore._blas import one_blas_thread
 
 @forward_pass
 @one_blas_thread
-def residual_block(x, W, b):
-    """Exercise 9.4: ``x + tanh(x @ W + b)``."""
-    return x + np.tanh(x @ W + b)
+def residual_mlp_block(x, W1, b1, W2):
+    """Exercise 9.4: ``x + relu(x @ W1 + b1) @ W2``, a residual block with an MLP branch."""
+    return x + np.maximum(x @ W1 + b1, 0.0) @ W2
 
 
 def homogeneous(slope_pos: float, slope_neg: float):

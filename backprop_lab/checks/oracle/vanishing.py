@@ -1,8 +1,10 @@
 """Chapter 9 (vanishing gradients and initialisation): 9.1 the variance-preserving scale,
-9.2 a predicted Jacobian-product norm, 9.3 a dead-unit detector, 9.4 a residual block.
+9.2 a predicted Jacobian-product norm, 9.3 the dead units that can never come back (chapter
+5's exercise 5.6 detects the dead ones), 9.4 a residual block with a two-layer branch
+(exercise 5.5 has a one-layer one).
 
 9.1 is compared with second moments integrated numerically, 9.2 with a measurement of the
-network it describes, 9.3 with masks known by construction (the cases plant dead units),
+network it describes, 9.3 with masks known by construction (the cases plant dead units of every kind),
 9.4 with finite differences.
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from backprop_lab import numdiff
-from backprop_lab.checks.drivers.vanishing import homogeneous, residual_block
+from backprop_lab.checks.drivers.vanishing import homogeneous, residual_mlp_block
 from backprop_lab.checks.oracle import register
 from backprop_lab.checks.oracle.spec import (
     ENGINE_GRADIENTS,
@@ -268,125 +270,186 @@ register(
     )
 )
 
-# ---------------------------------------------------------------------- 9.3 dead units
+# ---------------------------------------------------------------------- 9.3 stuck units
+#: the planted kinds of unit that are dead now and can never come back (by construction)
+_STUCK = ("dead bias", "zero", "dead bias, no way back", "upstream stuck")
+_ALIVE = ("alive", "some rows")
 
 
-def _draw_dead(rng, k):
-    """Three hidden layers of width 8 on inputs in [-1, 1], with planted units:
+def _draw_stuck(rng, k):
+    """Three ReLU layers of width 10 on inputs in [-1, 1], with planted units:
 
-    * dead by a large negative bias;
-    * dead with a pre-activation of exactly 0 on every row (zero weights, zero bias);
-    * dead in layer 2 or 3 only because every unit feeding it (with a positive weight) is
-      dead in the layer before, its bias 0;
-    * alive on some rows only (bias 0, weight 1 from an input that changes sign);
-    * alive everywhere (bias +5, small weights).
-    The expected masks are the planted ones; ``extra`` records which kind each unit is.
+    * layer 1: dead by a bias of -100, or by zero weights and bias (both stuck: the data
+      never changes); alive on some rows only; alive everywhere (bias 5, small weights);
+    * layers 2 and 3: dead by a bias of -100 with one positive weight from an alive unit
+      (it can come back: that input can grow); dead by a bias of -100 with negative weights
+      from every unit that can change (stuck); zero weights and bias (stuck); fed only by
+      stuck units, bias 0 (stuck); dead by negative weights on alive units but with a
+      bias of +1 (it can come back: those inputs can shrink); alive on some rows; alive;
+    * layer 3 also: fed only by a unit of layer 2 that is dead now but can come back
+      (it can come back too).
+    The expected masks are the planted ones; ``extra`` records the kinds.
     """
-    n_in, width, batch = 5, 8, 6
+    n_in, width, batch = 5, 10, 6
     X = rng.uniform(-1, 1, size=(batch, n_in))
     X[0, 0], X[1, 0] = 0.7, -0.7  # input 0 changes sign across the rows
-    weights, biases, masks, kinds = [], [], [], []
-    prev_dead = np.zeros(n_in, dtype=bool)
+    weights, biases, kinds = [], [], []
+    prev_kind = None
     prev_width = n_in
     for layer in range(3):
         W = 0.05 * rng.uniform(-1, 1, size=(prev_width, width))
         b = np.full(width, 5.0)
         kind = np.array(["alive"] * width, dtype=object)
-        order = rng.permutation(width)
-        kind[order[0]] = "bias"
-        kind[order[1]] = "zero"
-        kind[order[2]] = "some rows"
-        if layer > 0:
-            kind[order[3]] = "upstream"
+        if layer == 0:
+            planted = ["dead bias", "zero", "some rows"]
+        else:
+            planted = ["dead bias, way back", "dead bias, no way back", "zero", "upstream stuck",
+                       "positive bias", "some rows"]  # fmt: skip
+            if layer == 2:
+                planted.append("upstream revivable")
+        for j, name in zip(rng.permutation(width), planted):
+            kind[j] = name
+        if prev_kind is not None:
+            stuck_prev = np.isin(prev_kind, _STUCK)
+            alive_prev = prev_kind == "alive"
+            revivable_prev = np.flatnonzero(prev_kind == "dead bias, way back")
         for j in range(width):
-            if kind[j] == "bias":
+            name = kind[j]
+            if name == "dead bias":
                 b[j] = -100.0
-            elif kind[j] == "zero":
+            elif name == "zero":
                 W[:, j], b[j] = 0.0, 0.0
-            elif kind[j] == "some rows":
+            elif name == "some rows":
                 W[:, j], b[j] = 0.0, 0.0
-                if layer == 0:
-                    W[0, j] = 1.0
-                else:  # fed by the previous layer's "some rows" unit, which varies
-                    W[int(np.flatnonzero(kinds[-1] == "some rows")[0]), j] = 1.0
-            elif kind[j] == "upstream":
-                W[:, j] = 0.0
-                W[prev_dead, j] = rng.uniform(0.5, 1.0, size=int(prev_dead.sum()))
+                src = 0 if layer == 0 else int(np.flatnonzero(prev_kind == "some rows")[0])
+                W[src, j] = 1.0
+            elif name == "dead bias, way back":
+                W[:, j] = -rng.uniform(0.1, 0.5, size=prev_width)
+                W[int(rng.choice(np.flatnonzero(alive_prev))), j] = 1.0
+                b[j] = -100.0
+            elif name == "dead bias, no way back":
+                W[:, j] = np.where(
+                    stuck_prev,
+                    rng.uniform(0.5, 1.0, prev_width),
+                    -rng.uniform(0.1, 0.5, prev_width),
+                )
+                b[j] = -100.0
+            elif name == "upstream stuck":
+                W[:, j] = np.where(stuck_prev, rng.uniform(0.5, 1.0, prev_width), 0.0)
                 b[j] = 0.0
-        dead = np.isin(kind, ["bias", "zero", "upstream"])
+            elif name == "positive bias":
+                W[:, j] = np.where(alive_prev, -1.0, 0.0)
+                b[j] = 1.0
+            elif name == "upstream revivable":
+                W[:, j] = 0.0
+                W[int(revivable_prev[0]), j] = 1.0
+                b[j] = 0.0
         weights.append(W)
         biases.append(b)
-        masks.append(dead)
         kinds.append(kind)
-        prev_dead, prev_width = dead, width
-    return {"weights": weights, "biases": biases, "X": X, "masks": masks, "kinds": kinds}
+        prev_kind, prev_width = kind, width
+    return {"weights": weights, "biases": biases, "X": X, "kinds": kinds}
 
 
-def _preactivation_masks(c):
-    """Masks of a detector that feeds each layer the previous layer's pre-activations."""
-    out, z = [], c.X
+def dead_masks(c) -> list[np.ndarray]:
+    """Units that output 0 on every row of X now (what chapter 5's detector finds)."""
+    out, h = [], c.X
     for W, b in zip(c.weights, c.biases):
-        z = z @ W + b
-        out.append(np.all(np.maximum(z, 0.0) == 0.0, axis=0).astype(float))
-    return tuple(out)
+        h = np.maximum(h @ W + b, 0.0)
+        out.append(np.all(h == 0.0, axis=0))
+    return out
 
 
-def _mask_with(c, extra_kinds, drop_kinds=()):
-    out = []
-    for mask, kind in zip(c.masks, c.kinds):
-        m = mask.copy()
-        m |= np.isin(kind, list(extra_kinds))
-        m &= ~np.isin(kind, list(drop_kinds))
-        out.append(m.astype(float))
+def _slipped(c, *, sign=True, bias="positive", movable="not stuck") -> tuple:
+    """The masks of a stuck-unit rule with one slip, applied layer by layer so that a slip
+    in one layer carries into the next as it would in an answer: ``sign=False`` counts any
+    nonzero weight as a way back, ``bias`` is "positive" (a positive bias is a way back),
+    "ignored" or "nonnegative", ``movable`` is which inputs can change: "not stuck",
+    "alive" (alive now) or "all"."""
+    out, prev = [], None
+    for layer, (W, b, dead) in enumerate(zip(c.weights, c.biases, dead_masks(c))):
+        if layer == 0:
+            stuck = dead
+        else:
+            can_move = {"not stuck": ~prev[0], "alive": ~prev[1], "all": np.ones_like(prev[1])}[
+                movable
+            ]
+            lifts = (W > 0) if sign else (W != 0)
+            way_back = np.any(lifts & can_move[:, None], axis=0)
+            if bias == "positive":
+                way_back |= b > 0
+            elif bias == "nonnegative":
+                way_back |= b >= 0
+            stuck = dead & ~way_back
+        out.append(stuck.astype(float))
+        prev = (stuck, dead)
     return tuple(out)
 
 
 register(
     ValueSpec(
         id="9.3",
-        title="dead_units",
+        title="stuck_units",
         inputs={"weights": (), "biases": (), "X": ()},
         outputs=("layer1", "layer2", "layer3"),
         cases=3,
-        draw=_draw_dead,
-        reference=lambda c: tuple(m.astype(float) for m in c.masks),
+        draw=_draw_stuck,
+        reference=lambda c: tuple(np.isin(kind, _STUCK).astype(float) for kind in c.kinds),
         rtol=0.0,
         atol=1e-12,
         bugs=[
             Bug(
-                "strict inequality",
-                "Units whose pre-activation is exactly 0 on every row are missing from your "
-                "masks (for example units fed only by dead units, with bias 0): relu(0) = 0, "
-                "so they output nothing and receive no gradient. Test the output == 0, or "
-                "z <= 0.",
-                variant=lambda c: _mask_with(c, (), ("zero", "upstream")),
+                "every dead unit",
+                "You marked every unit that is dead now (chapter 5's detector). A dead "
+                "unit's own weights and bias are frozen, but a deeper unit's inputs keep "
+                "changing while the earlier layers train: some dead units can come back.",
+                variant=lambda c: tuple(m.astype(float) for m in dead_masks(c)),
             ),
             Bug(
-                "any instead of all",
-                "Your masks also flag units that are zero on some rows only. A unit is dead "
-                "when it is zero on every row: use all over the batch axis, not any.",
-                variant=lambda c: _mask_with(c, ("some rows",)),
-            ),
-            Bug(
-                "next layer fed with pre-activations",
-                "A layer of your detector reads the previous layer's pre-activations h W + b; "
-                "it reads their ReLU, which is 0 wherever those are negative. A unit that "
-                "listens only to dead units is dead too.",
-                variant=lambda c: _preactivation_masks(c),
-            ),
-            Bug(
-                "alive instead of dead",
-                "Your True and False are swapped: mark the dead units with True.",
-                variant=lambda c: tuple(1.0 - m for m in c.expected),
-            ),
-            Bug(
-                "one entry per example",
-                "Your mask has one entry per example; being dead is a property of a unit. "
-                "Reduce over the examples (axis 0), leaving one entry per unit.",
-                predicate=lambda c, got: all(
-                    got.get(n) is not None and got[n].shape == (c.X.shape[0],)
-                    for n in ("layer1", "layer2", "layer3")
+                "first layer only",
+                "Only first-layer units are marked. A deeper unit is stuck too when nothing "
+                "that can still change can lift its pre-activation above 0: its bias is at "
+                "most 0, and every input that can change reaches it through a weight that is "
+                "not positive.",
+                variant=lambda c: (
+                    dead_masks(c)[0].astype(float),
+                    np.zeros(len(c.kinds[1])),
+                    np.zeros(len(c.kinds[2])),
                 ),
+            ),
+            Bug(
+                "a positive bias ignored",
+                "A dead unit with a positive bias can come back: it is held down by inputs "
+                "that reach it through negative weights, and those inputs can shrink, which "
+                "lets the pre-activation rise towards the bias.",
+                variant=lambda c: _slipped(c, bias="ignored"),
+            ),
+            Bug(
+                "a stuck input counted as a way back",
+                "A positive weight from a unit that is stuck itself is no way back: that input "
+                "stays 0 for good, whatever its weight.",
+                variant=lambda c: _slipped(c, movable="all"),
+            ),
+            Bug(
+                "only units alive now counted as inputs that can change",
+                "A unit of the layer before that is dead now but can come back is a way back "
+                "as well: once it revives, its positive weight lifts this unit. Decide layer "
+                "by layer, from the previous layer's stuck units, not its dead ones.",
+                variant=lambda c: _slipped(c, movable="alive"),
+            ),
+            Bug(
+                "the sign of the weights ignored",
+                "A negative weight from a unit that can change is no way back: the inputs are "
+                "ReLU outputs, never negative, so through a negative weight they can only push "
+                "the pre-activation down.",
+                variant=lambda c: _slipped(c, sign=False),
+            ),
+            Bug(
+                "a zero bias counted as a way back",
+                "A bias of exactly 0 is no way back: with every input that can change held "
+                "at 0, the pre-activation is 0, and relu(0) = 0. Only a positive bias lifts "
+                "the unit on its own.",
+                variant=lambda c: _slipped(c, bias="nonnegative"),
             ),
         ],
         forbidden=ENGINE_GRADIENTS,
@@ -396,29 +459,52 @@ register(
 # ------------------------------------------------------------------- 9.4 residual block
 
 
+def _away_from_kinks(rng, B, n, m):
+    """x, W1, b1, W2 whose pre-activations x W1 + b1 stay at least 0.2 from 0 (so that finite
+    differences and directional derivatives never straddle the ReLU's kink)."""
+    x = rng.uniform(-1.0, 1.0, size=(B, n))
+    W1 = rng.uniform(-1.0, 1.0, size=(n, m)) * 0.3 / n
+    b1 = rng.choice([-1.0, 1.0], size=m) * rng.uniform(0.5, 1.0, size=m)
+    W2 = rng.uniform(-1.0, 1.0, size=(m, n))
+    return {"x": x, "W1": W1, "b1": b1, "W2": W2}
+
+
 def _draw_residual(rng, k):
-    B, n = [(4, 3), (2, 5), (6, 4)][k % 3]
-    return {
-        "x": rng.uniform(-1.5, 1.5, size=(B, n)),
-        "W": rng.uniform(-1, 1, size=(n, n)),
-        "b": rng.uniform(-0.5, 0.5, size=n),
-    }
+    B, n, m = [(4, 3, 5), (2, 5, 3), (6, 4, 7)][k % 3]
+    while True:  # no pre-activation within 0.05 of the ReLU's kink
+        x = rng.uniform(-1.5, 1.5, size=(B, n))
+        W1 = rng.uniform(-1, 1, size=(n, m))
+        b1 = rng.uniform(-0.5, 0.5, size=m)
+        if np.abs(x @ W1 + b1).min() > 0.05:
+            return {"x": x, "W1": W1, "b1": b1, "W2": rng.uniform(-1, 1, size=(m, n))}
 
 
-def _branch_dz(c):
-    """The gradient at z = x W + b, by finite differences of tanh at z."""
-    z = c.x @ c.W + c.b
-    return numdiff.numerical_vjp(np.tanh, [z], c.upstream)[0]
+def _mlp_pieces(c, mask=True, a_for_dW2=True):
+    """The backward pass of the branch with the classic slips (trusted side only)."""
+    z = c.x @ c.W1 + c.b1
+    a = np.maximum(z, 0.0)
+    da = c.upstream @ c.W2.T
+    dz = da * (z > 0) if mask else da
+    dW2 = (a if a_for_dW2 else z).T @ c.upstream
+    return dz @ c.W1.T, c.x.T @ dz, dz.sum(axis=0), dW2
+
+
+def _mlp_variant(**slips):
+    def variant(c):
+        dx_branch, dW1, db1, dW2 = _mlp_pieces(c, **slips)
+        return c.upstream + dx_branch, dW1, db1, dW2
+
+    return variant
 
 
 register(
     BackwardSpec(
         id="9.4",
-        title="residual_backward",
-        forward=residual_block,
-        inputs={"x": (4, 3), "W": (3, 3), "b": (3,)},
-        outputs=("dx", "dW", "db"),
-        backward_order=("db", "dW", "dx"),
+        title="residual_mlp_backward",
+        forward=residual_mlp_block,
+        inputs={"x": (4, 3), "W1": (3, 5), "b1": (5,), "W2": (5, 3)},
+        outputs=("dx", "dW1", "db1", "dW2"),
+        backward_order=("dW2", "db1", "dW1", "dx"),
         cases=3,
         draw=_draw_residual,
         bugs=[
@@ -427,25 +513,36 @@ register(
                 "dx misses the skip path: the add gate copies the upstream gradient to x "
                 "directly, so dx = g + (the branch's contribution), the g + g J_f of "
                 "Section 9.3.",
-                variant=lambda c: (c.expected[0] - c.upstream, None, None),
+                variant=lambda c: (c.expected[0] - c.upstream, None, None, None),
                 outputs=("dx",),
             ),
             Bug(
                 "branch missing",
                 "dx is the upstream gradient alone: that is the skip path; the branch "
-                "tanh(x W + b) also depends on x and adds its own term.",
-                variant=lambda c: (c.upstream, None, None),
+                "relu(x W1 + b1) W2 also depends on x and adds its own term.",
+                variant=lambda c: (c.upstream, None, None, None),
                 outputs=("dx",),
             ),
             Bug(
-                "W not transposed",
-                "dx multiplies the branch's gradient by W; pulling a gradient back through "
-                "x @ W multiplies by W.T (the adjoint).",
-                variant=lambda c: (c.upstream + _branch_dz(c) @ c.W, None, None),
-                outputs=("dx",),
+                "ReLU mask missing",
+                "The gradient passes the ReLU as if it were the identity: multiply by "
+                "(x W1 + b1 > 0), the ReLU's slope at each unit's own pre-activation, before "
+                "it reaches W1, b1 and x.",
+                variant=_mlp_variant(mask=False),
+            ),
+            Bug(
+                "dW2 from the pre-activation",
+                "dW2 uses the pre-activation x W1 + b1; W2 multiplies the ReLU's output "
+                "relu(x W1 + b1), so dW2 = relu(x W1 + b1)^T g.",
+                variant=lambda c: (None, None, None, _mlp_pieces(c, a_for_dW2=False)[3]),
+                outputs=("dW2",),
             ),
         ],
-        cost=Cost(multiple=12, inputs={"x": (512, 512), "W": (512, 512), "b": (512,)}),
+        cost=Cost(
+            multiple=12,
+            inputs={"x": (512, 256), "W1": (256, 512), "b1": (512,), "W2": (512, 256)},
+            draw=lambda rng: _away_from_kinks(rng, 512, 256, 512),
+        ),
         forbidden=ENGINE_GRADIENTS + FINITE_DIFFERENCES,
     )
 )

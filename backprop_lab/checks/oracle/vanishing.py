@@ -4,15 +4,14 @@
 (exercise 5.5 has a one-layer one).
 
 9.1 is compared with second moments integrated numerically, 9.2 with a measurement of the
-network it describes, 9.3 with masks known by construction (the cases plant dead units of every kind),
-9.4 with finite differences.
+network it describes, 9.3 with masks known by construction (the cases plant dead units of
+every kind), 9.4 with finite differences.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from backprop_lab import numdiff
 from backprop_lab.checks.drivers.vanishing import homogeneous, residual_mlp_block
 from backprop_lab.checks.oracle import register
 from backprop_lab.checks.oracle.spec import (

@@ -23,29 +23,32 @@ def test_instructor_answer_passes(exercise, tmp_path):
 
 
 _PARAMS = """
-def linear_param_grads(X, upstream):
+def linear_param_grads(X, upstream, mask):
+    deltas = upstream * {scale}
     rows = X.reshape(-1, X.shape[-1])
-    deltas = upstream.reshape(-1, upstream.shape[-1])
+    deltas = deltas.reshape(-1, upstream.shape[-1])
     return {dW}, {db}
 """
 
 
-def _params(dW="rows.T @ deltas", db="deltas.sum(axis=0)"):
-    return _PARAMS.format(dW=dW, db=db)
+def _params(scale="(mask / mask.sum())[..., None]", dW="rows.T @ deltas", db="deltas.sum(axis=0)"):
+    return _PARAMS.format(scale=scale, dW=dW, db=db)
 
 
 _PARAMS_3D = """
-def linear_param_grads(X, upstream):
-    return np.swapaxes(X, 1, 2) @ upstream, upstream.sum(axis=(0, 1))
+def linear_param_grads(X, upstream, mask):
+    deltas = upstream * (mask / mask.sum())[..., None]
+    return np.swapaxes(X, 1, 2) @ deltas, deltas.sum(axis=(0, 1))
 """
 _PARAMS_LOOP = """
-def linear_param_grads(X, upstream):
+def linear_param_grads(X, upstream, mask):
     dW = np.zeros((X.shape[-1], upstream.shape[-1]))
     db = np.zeros(upstream.shape[-1])
+    n = mask.sum()
     for b in range(X.shape[0]):
         for t in range(X.shape[1]):
-            dW += np.outer(X[b, t], upstream[b, t])
-            db += upstream[b, t]
+            dW += np.outer(X[b, t], upstream[b, t]) * mask[b, t] / n
+            db += upstream[b, t] * mask[b, t] / n
     return dW, db
 """
 
@@ -145,10 +148,24 @@ def clipped_mean_gradient(X, y, W, b, clip):
 """
 
 PLANTED = [
-    ("14.1", _params(dW="rows.T @ deltas / X.shape[0]"), "1/B times the right value"),
-    ("14.1", _params(dW="rows.T @ deltas / len(rows)"), "1/(B T) times the right value"),
+    # 14.1 has padded sequences and a mean over the real tokens (before the review it was
+    # exercise 8.1's weight gradient again)
+    ("14.1", _params(scale="(mask / mask.size)[..., None]"), "padding included"),
+    ("14.1", _params(scale="(1.0 / mask.sum())"), "The padded positions contribute"),
+    (
+        "14.1",
+        _params(scale="(mask / (mask.shape[0] * mask.sum(axis=1, keepdims=True)))[..., None]"),
+        "the mean of each sequence's mean loss",
+    ),
+    ("14.1", _params(scale="mask[..., None]"), "the gradient of the summed loss"),
+    ("14.1", _params(scale="(mask / mask.shape[0])[..., None]"), "the number of sequences"),
+    ("14.1", _params(scale="1.0"), "exercise 8.1's rule as it stands"),
     ("14.1", _PARAMS_3D, "one matrix per sequence"),
-    ("14.1", _params(db="upstream.sum(axis=0)"), "Summed over the axes"),
+    (
+        "14.1",
+        _params(db="deltas.reshape(X.shape[0], -1, upstream.shape[-1]).sum(axis=0)"),
+        "Summed over the axes",
+    ),
     ("14.1", _params(dW="deltas.T @ rows"), "transposed"),
     ("14.1", _PARAMS_LOOP, "times as long as one forward pass"),
     ("14.2", _norms(scale="/ len(y)"), "mean loss"),
@@ -181,3 +198,11 @@ def test_planted_bug_is_diagnosed(exercise, source, phrase, tmp_path):
 def test_every_exercise_has_two_planted_bugs():
     for exercise in EXERCISES:
         assert sum(p[0] == exercise for p in PLANTED) >= 2
+
+
+def test_exercise_8_1_rule_does_not_answer_14_1():
+    """Found in review: 14.1 was a special case of exercise 8.1 (the affine layer's weight
+    gradient over any leading axes); it now needs the padding mask and the token count."""
+    plain = answer_from_source(_params(scale="1.0"), {"np": np})
+    verdict = practice_verdict("14.1", plain)
+    assert not verdict["passed"] and "exercise 8.1's rule" in verdict["feedback"]

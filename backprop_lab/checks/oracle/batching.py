@@ -34,12 +34,24 @@ FORBIDDEN = ENGINE_GRADIENTS + FINITE_DIFFERENCES + HELPERS
 # --------------------------------------------------------------------------- 14.1
 @dataclass
 class _ParamGradSpec(BackwardSpec):
-    """The answer returns the gradients of the first two inputs (W, b) only, from
-    ``(X, upstream)``; the large-input check moves W and b, not X."""
+    """Padded sequences: the answer gets ``(X, upstream, mask)`` and returns the gradients of
+    W and b for the mean loss over the real tokens; ``upstream`` holds each position's own
+    loss gradient (meaningless at the padding). Finite differences and the large-input check
+    use the effective upstream mask * upstream / (number of real tokens), and move W and b,
+    not X."""
 
     def make_case(self, rng, index, shapes=None):
         case = super().make_case(rng, index, shapes)
-        case.args = (case.X, case.upstream)
+        B, T = case.X.shape[:2]
+        lengths = rng.integers(1, T + 1, size=B)
+        lengths[0], lengths[-1] = T, max(1, T // 2)  # one full sequence, one padded
+        mask = (np.arange(T)[None, :] < lengths[:, None]).astype(float)
+        effective = case.upstream * mask[..., None] / mask.sum()
+        case.extra["mask"] = mask
+        case.extra["effective"] = effective
+        xs = [case.inputs[n] for n in self.inputs]
+        case.extra["fd"] = lambda: tuple(numdiff.numerical_vjp(self.forward, xs, effective))
+        case.args = (case.X, case.upstream, mask)
         return case
 
     def compute_expected(self, case):
@@ -55,7 +67,7 @@ class _ParamGradSpec(BackwardSpec):
 
             def along(t, vW=vW, vb=vb):
                 return float(np.sum(linear_over_sequences(case.W + t * vW, case.b + t * vb,
-                                                          case.X) * case.upstream))  # fmt: skip
+                                                          case.X) * case.effective))  # fmt: skip
 
             want = numdiff.derivative(along, 0.0)
             have = float(np.sum(got["dW"] * vW) + np.sum(got["db"] * vb))
@@ -68,40 +80,82 @@ class _ParamGradSpec(BackwardSpec):
         return {"dW": "the shape of W", "db": "the shape of b"}[output]
 
 
-def _param_grads(c: Case, factor=1.0):
+def _param_grads(c: Case, scale):
+    """dW and db for the effective upstream ``scale(c) * upstream``, one scale per position
+    (what an answer with one slip in its normalisation computes)."""
+    deltas = c.upstream * scale(c)[..., None]
     rows = c.X.reshape(-1, c.X.shape[-1])
-    deltas = c.upstream.reshape(-1, c.upstream.shape[-1])
-    return factor * (rows.T @ deltas), factor * deltas.sum(axis=0)
+    deltas = deltas.reshape(-1, c.upstream.shape[-1])
+    return rows.T @ deltas, deltas.sum(axis=0)
+
+
+def _tokens(c: Case) -> float:
+    return float(c.mask.sum())
 
 
 register(
     _ParamGradSpec(
         id="14.1",
         title="linear_param_grads",
-        signature="linear_param_grads(X, upstream)",
+        signature="linear_param_grads(X, upstream, mask)",
         forward=linear_over_sequences,
-        inputs={"W": (4, 3), "b": (3,), "X": (2, 5, 4)},
+        inputs={"W": (4, 3), "b": (3,), "X": (3, 5, 4)},
         outputs=("dW", "db"),
-        arg_labels=("X", "upstream"),
+        arg_labels=("X", "upstream", "mask"),
         bugs=[
             Bug(
-                "divided by the batch size",
-                "It is 1/B times the right value (B = 2 sequences here): the upstream "
-                "gradient already contains the loss's averaging, so do not divide again.",
-                variant=lambda c: _param_grads(c, 1.0 / c.X.shape[0]),
+                "padding in the count",
+                "You divide by every position, B * T, padding included: the loss is the mean "
+                "over the real tokens, so divide by their number, mask.sum().",
+                variant=lambda c: _param_grads(c, lambda c: c.mask / c.mask.size),
             ),
             Bug(
-                "divided by the number of positions",
-                "It is 1/(B T) times the right value: the upstream gradient already "
-                "contains the loss's averaging, so sum the contributions of all B * T "
-                "positions without dividing.",
-                variant=lambda c: _param_grads(c, 1.0 / (c.X.shape[0] * c.X.shape[1])),
+                "padding not masked",
+                "The padded positions contribute: their upstream values are not gradients of "
+                "any loss. Multiply upstream by the mask before the product.",
+                variant=lambda c: _param_grads(c, lambda c: np.ones_like(c.mask) / _tokens(c)),
+            ),
+            Bug(
+                "padding neither masked nor left out of the count",
+                "You average over every position, padding included, as if every sequence had "
+                "length T: multiply upstream by the mask, and divide by the number of real "
+                "tokens, mask.sum().",
+                variant=lambda c: _param_grads(c, lambda c: np.ones_like(c.mask) / c.mask.size),
+            ),
+            Bug(
+                "mean of the sequences' means",
+                "This is the gradient of the mean of each sequence's mean loss: a token of a "
+                "short sequence then weighs more than one of a long sequence. The loss is the "
+                "mean over all real tokens of the batch: divide by mask.sum(), not by each "
+                "sequence's length and then by B.",
+                variant=lambda c: _param_grads(
+                    c, lambda c: c.mask / (c.mask.shape[0] * c.mask.sum(axis=1, keepdims=True))
+                ),
+            ),
+            Bug(
+                "summed, not averaged",
+                "This is the gradient of the summed loss over the real tokens: the loss is "
+                "their mean, so the gradient carries 1 / mask.sum().",
+                variant=lambda c: _param_grads(c, lambda c: c.mask),
+            ),
+            Bug(
+                "divided by the number of sequences",
+                "You divide by B, the number of sequences: the loss is the mean over tokens, "
+                "not over sequences, so divide by the number of real tokens, mask.sum().",
+                variant=lambda c: _param_grads(c, lambda c: c.mask / c.mask.shape[0]),
+            ),
+            Bug(
+                "neither masked nor averaged",
+                "This is X^T upstream over every position, exercise 8.1's rule as it stands: "
+                "here upstream holds each token's own loss gradient, so mask the padding and "
+                "divide by the number of real tokens, mask.sum(), before the product.",
+                variant=lambda c: _param_grads(c, lambda c: np.ones_like(c.mask)),
             ),
             Bug(
                 "one matrix per sequence",
                 "dW has one matrix per sequence (shape (B, d_in, d_out)): the same W is used "
-                "by every sequence, so add their contributions. Reshape X and upstream to 2-D "
-                "(B*T rows) and one product X^T upstream sums over all of them.",
+                "by every sequence, so add their contributions. Reshape X and the masked, "
+                "scaled upstream to 2-D (B*T rows) and one product sums over all of them.",
                 predicate=lambda c, got: got["dW"] is not None and got["dW"].ndim == 3,
                 outputs=("dW",),
             ),

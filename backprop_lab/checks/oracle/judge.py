@@ -503,7 +503,7 @@ def _judge(spec: Spec, cases: list[Case], large: Case | None, arrays: dict, reco
         status = "forbidden"
         extra_fail.append(
             f"Your function calls {', '.join(called)}, which computes the answer for you. "
-            "Write the computation yourself with NumPy."
+            "Write that part yourself, with the tools the exercise names."
         )
     if unwatched:
         status = "forbidden"

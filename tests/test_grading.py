@@ -124,7 +124,12 @@ def monkeypatched_numpy():
 
 
 def reads_instructor():
-    """Tries to read the instructor notebook and the grader's files, and to use them."""
+    """Tries to read the instructor notebook and the grader's files, and to use them.
+
+    It stops at the first solution it finds (the instructor notebook is looked at first): a
+    full scan of a busy /tmp can outlast the exercise's time limit, which would score 0 for
+    the wrong reason and make the no-sandbox test depend on the machine's /tmp.
+    """
     paths = [str(CHAPTER), str(CHAPTER.parent), "/tmp", os.getcwd()]
     src = (
         "import json, glob, os\n"
@@ -135,10 +140,14 @@ def reads_instructor():
         "            _nb = json.load(open(_f))\n"
         "        except Exception:\n"
         "            continue\n"
-        "        for _c in _nb.get('cells', []):\n"
+        "        for _c in _nb.get('cells', []) if isinstance(_nb, dict) else []:\n"
         "            _s = ''.join(_c['source'])\n"
         "            if _c.get('id') == 'ex-1-1-answer' and 'BEGIN SOLUTION' in _s:\n"
         "                _found.append(_s)\n"
+        "        if _found:\n"
+        "            break\n"
+        "    if _found:\n"
+        "        break\n"
         "if _found:\n"
         "    exec(_found[0])\n"
         "else:\n" + "".join("    " + line + "\n" for line in SIGMOID_WRONG.splitlines())
@@ -412,5 +421,5 @@ def test_without_sandbox_grades_and_says_so(tmp_path):
                       # the limit the label warns about: without the sandbox's mount
                       # namespace the kernel can read the instructor notebook
                       ("reads_instructor", "1.1"): "1", ("reads_instructor", "1.2"): "0",
-                      }  # fmt: skip
+                      }, rows  # fmt: skip
     assert all(r["isolation"].startswith("partial: sandbox disabled") for r in rows)

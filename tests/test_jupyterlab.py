@@ -186,9 +186,14 @@ def move_a_control(lab, path: str, cell: dict) -> str | None:
     select = node.locator(".widget-dropdown select").first
     if handle.count():
         handle.focus()
-        page.keyboard.press("ArrowRight")
-        page.keyboard.press("ArrowRight")
-        how = "slider (keyboard)"
+        # A slider that starts at its last value (chapter 9's depth: 10 or 50, 50 first)
+        # does not move to the right: step the other way there.
+        now, top = (handle.get_attribute(a) for a in ("aria-valuenow", "aria-valuemax"))
+        at_top = now is not None and top is not None and float(now) >= float(top)
+        key = "ArrowLeft" if at_top else "ArrowRight"
+        page.keyboard.press(key)
+        page.keyboard.press(key)
+        how = f"slider (keyboard, {key})"
     elif buttons.count():
         buttons.click()
         how = "toggle button"

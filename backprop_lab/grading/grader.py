@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import ast
 import copy
-import csv
 import hashlib
-import io
 import json
 import os
 import re
@@ -34,11 +32,12 @@ from pathlib import Path
 import nbformat
 
 from backprop_lab.grading import notebook as nbu
-from backprop_lab.grading import sandbox
+from backprop_lab.grading import report, sandbox
 from backprop_lab.grading.atomic import write_atomic
 
 SECRET_ENV = "BACKPROP_LAB_SECRET_SEED"
-GRADEBOOK_FIELDS = ["student", "exercise", "points", "max_points", "reason", "isolation"]
+GRADEBOOK_FIELDS = report.GRADEBOOK_FIELDS
+INTERRUPTED = "NOT GRADED: interrupted (Ctrl-C) before this submission was graded"
 # ANSI colour codes; pytest's JUnit XML writes the escape character as the text "#x1B"
 _ANSI = re.compile(r"(?:\x1b|#x1B)\[[0-9;]*[A-Za-z]")
 
@@ -54,6 +53,15 @@ class Options:
     cpu_seconds: int = 120
     hide: list = field(default_factory=list)
     progress: bool = True
+    shard: tuple[int, int] | None = None  # (K, N): grade the students with shard_of == K
+
+
+class GradeError(Exception):
+    """A run that cannot go ahead as asked (a usage error); the message says what to do."""
+
+
+class _Interrupted(Exception):
+    """Raised in a grading thread once Ctrl-C has stopped the run."""
 
 
 @dataclass
@@ -67,10 +75,6 @@ class Source:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "student"
 
 
 def _clean(text: str) -> str:
@@ -157,6 +161,10 @@ class Grader:
         self.lock = threading.Lock()
         self.sources: dict[str, Source] = {}
         self.hide_notes: list[str] = []
+        self.source_digest = ""
+        self.cgroup_note = ""
+        self.stop = threading.Event()  # set by Ctrl-C
+        self.procs = _Procs()  # every process the grader starts, to kill on Ctrl-C
 
     # ---- setup
 
@@ -246,10 +254,13 @@ class Grader:
         paths = nbu.find_notebooks(self.opts.source)
         if not paths:
             raise nbu.NotebookError(f"no notebooks in {self.opts.source}")
+        digest = hashlib.sha256()
         for path in paths:
             nb = nbu.read(path)
             ex = nbu.exercises(nb)
             self.sources[path.name] = Source(path.name, path, nb, ex)
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        self.source_digest = digest.hexdigest()[:24]
 
     @staticmethod
     def instrument(nb):
@@ -303,15 +314,26 @@ class Grader:
                 "--timeout",
                 str(max(60.0, 6 * self.opts.cell_timeout)),
             ]
+            proc = self.procs.start(
+                cmd,
+                env=self.env,
+                cwd=work,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             try:
-                r = subprocess.run(
-                    cmd, env=self.env, capture_output=True, text=True, timeout=600, cwd=work
-                )
+                _out, err = proc.communicate(timeout=600)
             except subprocess.TimeoutExpired:
+                self.procs.kill(proc)
                 src.error = "the instructor notebook timed out under the secret seed"
                 return
-            if r.returncode != 0 or not target.exists():
-                tail = _clean(r.stderr).strip().splitlines()[-5:]
+            finally:
+                self.procs.forget(proc)
+            if self.stop.is_set():
+                return
+            if proc.returncode != 0 or not target.exists():
+                tail = _clean(err).strip().splitlines()[-5:]
                 src.error = "the instructor notebook fails under the secret seed: " + " | ".join(
                     tail
                 )
@@ -406,8 +428,12 @@ class Grader:
         limit = 90 + ncells * (self.opts.cell_timeout + 10)
         log = workdir / "pytest.log"
         for _attempt in range(2):
+            if self.stop.is_set():
+                raise _Interrupted
             worker = self.workers.get()
             rc = worker.request(args, log, limit) if worker else None
+            if self.stop.is_set():
+                raise _Interrupted
             if worker is not None and rc is not None:
                 self.workers.put(worker)
                 return rc, _read(log), False
@@ -417,25 +443,26 @@ class Grader:
                     return -9, _read(log), True
         # no worker would serve: one pytest process for this submission
         cmd = [*self._prefix(), sys.executable, "-m", "backprop_lab.grading.run_nbval", *args]
-        proc = subprocess.Popen(
+        proc = self.procs.start(
             cmd,
             env=self.env,
             cwd=workdir,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            start_new_session=True,
         )
         try:
             out, _ = proc.communicate(timeout=limit)
-            return proc.returncode, out, False
+            killed = False
         except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except OSError:
-                pass
+            self.procs.kill(proc)
             out, _ = proc.communicate()
-            return proc.returncode, out, True
+            killed = True
+        finally:
+            self.procs.forget(proc)
+        if self.stop.is_set():
+            raise _Interrupted
+        return proc.returncode, out, killed
 
     @staticmethod
     def parse_junit(path: Path) -> dict[int, tuple[str, str]]:
@@ -500,7 +527,9 @@ class Grader:
         return ("check cell failed", text.strip())
 
     def grade_student(self, student: str, mapping: dict) -> dict:
-        slug = _slug(student)
+        if self.stop.is_set():
+            raise _Interrupted
+        slug = report.file_name(student)
         result = {
             "student": student,
             "isolation": self.isolation,
@@ -661,105 +690,181 @@ class Grader:
 
     # ---- output
 
-    def _write_student(self, slug: str, result: dict) -> None:
-        write_atomic(self.out / "results" / f"{slug}.json", json.dumps(result, indent=1))
-        lines = [f"# Feedback for {result['student']}", ""]
-        total = sum(r["points"] for r in result["exercises"])
-        top = sum(r["max_points"] for r in result["exercises"])
-        lines += [f"Total: {total:g} / {top:g} points.", ""]
-        for r in result["exercises"]:
-            lines += [
-                f"## Exercise {r['exercise']} ({r['notebook']}): "
-                f"{r['points']:g} / {r['max_points']:g}",
-                "",
-                r["reason"],
-                "",
-            ]
-            if r.get("details"):
-                lines += ["```text", r["details"].strip()[:4000], "```", ""]
-        if result["isolation"] != "full":
-            lines += [f"Grading isolation: {result['isolation']}", ""]
-        write_atomic(self.out / "feedback" / f"{slug}.md", "\n".join(lines))
-
-    def write_gradebook(self, results: list[dict]) -> Path:
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=GRADEBOOK_FIELDS, lineterminator="\n")
-        w.writeheader()
-        for res in sorted(results, key=lambda r: r["student"]):
-            for r in res["exercises"]:
-                w.writerow(
-                    {
-                        "student": res["student"],
-                        "exercise": r["exercise"],
-                        "points": f"{r['points']:g}",
-                        "max_points": f"{r['max_points']:g}",
-                        "reason": r["reason"],
-                        "isolation": res["isolation"],
-                    }
-                )
-        return write_atomic(self.out / "gradebook.csv", buf.getvalue())
+    def _write_student(self, name: str, result: dict) -> None:
+        result.setdefault("seed_digest", report.seed_digest(self.seed))
+        result.setdefault("source_digest", self.source_digest)
+        report.write_student(self.out, name, result)
 
     # ---- the whole run
 
+    def _lock(self) -> None:
+        """One run at a time per output folder (a second one would mix two gradebooks)."""
+        import fcntl
+
+        self._lock_file = open(self.private / "lock", "w")  # noqa: SIM115 - held for the run
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise GradeError(
+                f"another 'backprop-lab grade' is writing to {self.out}; wait for it to end "
+                "or use another --out"
+            ) from None
+
+    def _clean_stale(self) -> None:
+        """Work folders, kernel homes and temporary files left by a run that was killed."""
+        for name in ("work", "scratch"):
+            shutil.rmtree(self.private / name, ignore_errors=True)
+        for tmp in self.out.rglob(".*.tmp"):
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+
+    def _check_out(self) -> None:
+        run = report.read_run(self.out)
+        if run and run.get("source_digest") != self.source_digest:
+            raise GradeError(
+                f"{self.out} holds grades computed against other instructor notebooks than "
+                f"--source {self.opts.source}; regrade into a new --out (or delete "
+                f"{self.out / report.RUN_FILE} and {self.out / 'results'} to start over)"
+            )
+
     def run(self, submissions: list[str]) -> int:
+        self._lock()
         self.load_sources()
-        paths = [Path(s) for s in submissions]
-        self._write_kernel(paths)
-        with ThreadPoolExecutor(max_workers=self.jobs) as pool:  # instructor runs, in parallel
-            list(pool.map(self.prepare_expected, self.sources.values()))
+        self._check_out()
+        self._clean_stale()
         todo = self.discover(submissions)
-        results, done, t0 = [], 0, time.monotonic()
-        bar = _Progress(len(todo), enabled=self.opts.progress)
+        if self.opts.shard:
+            k, n = self.opts.shard
+            todo = [(s, m) for s, m in todo if report.shard_of(s, n) == k]
+        shard = f"{self.opts.shard[0]}/{self.opts.shard[1]}" if self.opts.shard else None
+        self._write_kernel([Path(s) for s in submissions])
+        if self.cgroup_note:
+            print(f"backprop-lab grade: {self.cgroup_note}", file=sys.stderr)
+        finished: dict[str, dict] = {}
+        interrupted = False
+        t0 = time.monotonic()
         self.workers = _WorkerPool(
             [*self._prefix(), sys.executable, "-m", "backprop_lab.grading.worker"],
             self.env,
             _private_dir(self.private / "work"),
+            self.stop,
         )
+        pool = ThreadPoolExecutor(max_workers=self.jobs)
+        futures = {}
+        bar = _progress_bar(len(todo), self.opts.progress)
         try:
-            with ThreadPoolExecutor(max_workers=self.jobs) as pool:
-                futures = {pool.submit(self._safe_grade, s, m): s for s, m in todo}
-                for fut in as_completed(futures):
-                    results.append(fut.result())
-                    done += 1
-                    bar.update(done)
+            if todo:  # the instructor runs, in parallel
+                list(pool.map(self.prepare_expected, self.sources.values()))
+            futures = {pool.submit(self._safe_grade, s, m): s for s, m in todo}
+            for fut in as_completed(futures):
+                res = fut.result()
+                finished[res["student"]] = res
+                bar.update(1)
+        except KeyboardInterrupt:
+            interrupted = True
+            finished.update(self._stop(pool, futures))
         finally:
+            pool.shutdown(wait=not interrupted, cancel_futures=True)
             self.workers.close()
+            self.procs.kill_all()
             shutil.rmtree(self.private / "scratch", ignore_errors=True)
-        bar.close(time.monotonic() - t0)
-        self.write_gradebook(results)
-        ungraded = [r["student"] for r in results if not r["graded"]]
+            shutil.rmtree(self.private / "work", ignore_errors=True)
+            bar.close()
+        for student, mapping in todo:
+            if student not in finished:
+                finished[student] = self._not_graded(student, mapping, INTERRUPTED)
+        seconds = time.monotonic() - t0
+        if self.opts.progress and todo and not interrupted:
+            print(
+                f"graded {len(todo)} submissions in {seconds:.1f} s "
+                f"({len(todo) / seconds * 60 if seconds > 0 else 0.0:.1f} per minute)",
+                file=sys.stderr,
+            )
+        everyone = {s: r for s, (_p, r) in report.read_results(self.out).items()}
+        everyone.update(finished)  # (they were just written; this covers a failed write)
+        report.write_gradebook(self.out, list(everyone.values()))
+        report.write_run(
+            self.out,
+            source_digest=self.source_digest,
+            seed=report.seed_digest(self.seed),
+            shard=shard,
+            isolation=self.isolation,
+        )
+        ungraded = [r["student"] for r in finished.values() if not r["graded"]]
         if ungraded:
             print(f"NOT GRADED: {', '.join(sorted(ungraded))}", file=sys.stderr)
+        kept = len(everyone) - len(finished)
         print(
-            f"gradebook: {self.out / 'gradebook.csv'} ({len(results)} submissions, "
-            f"isolation: {self.isolation})",
+            f"gradebook: {self.out / 'gradebook.csv'} ({len(finished)} submissions graded"
+            + (f" in shard {shard}" if shard else "")
+            + (f", {kept} kept from earlier runs" if kept else "")
+            + f", isolation: {self.isolation})",
             file=sys.stderr,
         )
+        if interrupted:
+            done = sum(1 for r in finished.values() if r["graded"])
+            print(
+                f"backprop-lab grade: interrupted; {done} of {len(todo)} submissions graded, "
+                "the rest are marked NOT GRADED (run the same command again to grade them)",
+                file=sys.stderr,
+            )
+            return 130
         return 0 if not ungraded else 1
 
+    def _stop(self, pool, futures) -> dict[str, dict]:
+        """After Ctrl-C: kill every worker and kernel, keep what had finished."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: still a gradebook
+        self.stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        self.workers.kill_all()
+        self.procs.kill_all()
+        done = {}
+        deadline = time.monotonic() + 20
+        for fut in futures:
+            if fut.cancelled():
+                continue
+            try:
+                res = fut.result(timeout=max(0.0, deadline - time.monotonic()))
+            except Exception:  # noqa: BLE001 - a thread still stuck: marked not graded
+                continue
+            done[res["student"]] = res
+        return done
+
+    def _not_graded(self, student, mapping, reason: str) -> dict:
+        result = {
+            "student": student,
+            "isolation": self.isolation,
+            "graded": False,
+            "notes": [],
+            "exercises": [],
+        }
+        for key in mapping:
+            src = self.sources.get(key)
+            for ex, e in src.exercises.items() if src else []:
+                result["exercises"].append(self._row(ex, key, 0, e, reason))
+        try:
+            self._write_student(report.file_name(student), result)
+        except Exception:  # noqa: BLE001
+            pass
+        return result
+
     def _safe_grade(self, student, mapping):
+        if self.stop.is_set():
+            return self._not_graded(student, mapping, INTERRUPTED)
         try:
             return self.grade_student(student, mapping)
+        except _Interrupted:
+            return self._not_graded(student, mapping, INTERRUPTED)
         except Exception as exc:  # noqa: BLE001 - one bad submission never stops the run
-            result = {
-                "student": student,
-                "isolation": self.isolation,
-                "graded": False,
-                "notes": [repr(exc)],
-                "exercises": [],
-            }
-            for key in mapping:
-                src = self.sources.get(key)
-                for ex, e in src.exercises.items() if src else []:
-                    result["exercises"].append(
-                        self._row(
-                            ex, key, 0, e, f"NOT GRADED: internal error {type(exc).__name__}: {exc}"
-                        )
-                    )
-            try:
-                self._write_student(_slug(student), result)
-            except Exception:  # noqa: BLE001
-                pass
+            if self.stop.is_set():
+                return self._not_graded(student, mapping, INTERRUPTED)
+            result = self._not_graded(
+                student, mapping, f"NOT GRADED: internal error {type(exc).__name__}: {exc}"
+            )
+            result["notes"] = [repr(exc)]
             return result
 
 
@@ -822,7 +927,10 @@ class _Worker:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except OSError:
             pass
-        self.proc.wait()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
 
     def close(self) -> None:
         try:
@@ -835,14 +943,17 @@ class _Worker:
 class _WorkerPool:
     """Idle workers; a thread takes one (or starts one) per submission and gives it back."""
 
-    def __init__(self, cmd, env, cwd):
+    def __init__(self, cmd, env, cwd, stop: threading.Event | None = None):
         self.cmd, self.env, self.cwd = cmd, env, cwd
         self.idle: list[_Worker] = []
         self.all: list[_Worker] = []
         self.lock = threading.Lock()
+        self.stop = stop or threading.Event()
 
     def get(self):
         with self.lock:
+            if self.stop.is_set():
+                return None
             if self.idle:
                 return self.idle.pop()
         try:
@@ -851,7 +962,16 @@ class _WorkerPool:
             return None
         with self.lock:
             self.all.append(worker)
+            if self.stop.is_set():  # Ctrl-C came while it started
+                worker.kill()
+                return None
         return worker
+
+    def kill_all(self) -> None:
+        with self.lock:
+            workers = list(self.all)
+        for worker in workers:
+            worker.kill()
 
     def put(self, worker) -> None:
         with self.lock:
@@ -859,7 +979,42 @@ class _WorkerPool:
 
     def close(self) -> None:
         for worker in self.all:
-            worker.close()
+            if self.stop.is_set():
+                worker.kill()
+            else:
+                worker.close()
+
+
+class _Procs:
+    """The processes the grader started itself (instructor runs, one-off nbval runs), each
+    in its own session, so that Ctrl-C can kill them and everything they started."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.live: set = set()
+
+    def start(self, cmd, **kwargs):
+        proc = subprocess.Popen(cmd, start_new_session=True, **kwargs)
+        with self.lock:
+            self.live.add(proc)
+        return proc
+
+    def forget(self, proc) -> None:
+        with self.lock:
+            self.live.discard(proc)
+
+    @staticmethod
+    def kill(proc) -> None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+    def kill_all(self) -> None:
+        with self.lock:
+            procs = list(self.live)
+        for proc in procs:
+            self.kill(proc)
 
 
 def merged_source(nb, cell_id) -> str:
@@ -869,30 +1024,18 @@ def merged_source(nb, cell_id) -> str:
     return ""
 
 
-class _Progress:
-    def __init__(self, total: int, enabled: bool = True):
-        self.total, self.enabled = total, enabled and total > 0
-        self.tty = sys.stderr.isatty()
+def _progress_bar(total: int, enabled: bool):
+    from tqdm import tqdm
 
-    def update(self, done: int) -> None:
-        if not self.enabled:
-            return
-        width = 30
-        filled = int(width * done / self.total)
-        text = f"grading [{'#' * filled}{'.' * (width - filled)}] {done}/{self.total}"
-        if self.tty:
-            sys.stderr.write("\r" + text)
-        elif done == self.total or done % max(1, self.total // 10) == 0:
-            sys.stderr.write(text + "\n")
-        sys.stderr.flush()
-
-    def close(self, seconds: float) -> None:
-        if self.enabled:
-            rate = self.total / seconds * 60 if seconds > 0 else 0.0
-            sys.stderr.write(
-                f"{chr(10) if self.tty else ''}graded {self.total} submissions in "
-                f"{seconds:.1f} s ({rate:.1f} per minute)\n"
-            )
+    return tqdm(
+        total=total,
+        desc="grading",
+        unit="submission",
+        file=sys.stderr,
+        disable=not enabled or total == 0,
+        mininterval=0.5,
+        dynamic_ncols=True,
+    )
 
 
 def grade(submissions: list[str], opts: Options) -> int:

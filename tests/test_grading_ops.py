@@ -1,0 +1,415 @@
+"""Operations of ``backprop-lab grade``: shards and grade-merge, regrading into an existing
+``--out``, stale work folders, Ctrl-C, the progress bar, and usage errors.
+
+The fixture chapter is ``tests/fixtures/grading/chapter.ipynb`` (exercise 1.1: 1 point,
+exercise 1.2: 1 + 2 points); the submissions are built as in ``test_grading.py``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from backprop_lab.grading import report
+
+FIXTURES = Path(__file__).parent / "fixtures" / "grading"
+CHAPTER = FIXTURES / "chapter.ipynb"
+SEED = "31337"
+GRADE = [sys.executable, "-m", "backprop_lab.grading.cli", "grade"]
+MERGE = [sys.executable, "-m", "backprop_lab.grading.cli", "grade-merge"]
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX grading sandbox")
+
+
+def _nb():
+    return nbformat.read(CHAPTER, as_version=4)
+
+
+def _answer(nb, cell_id, source):
+    next(c for c in nb.cells if c.get("id") == cell_id).source = source
+    return nb
+
+
+def honest():
+    return _nb()
+
+
+def wrong_sign():
+    return _answer(
+        _nb(),
+        "ex-1-1-answer",
+        "def sigmoid_backward(upstream, x):\n"
+        "    s = 1.0 / (1.0 + np.exp(-x))\n"
+        "    return -upstream * s * (1.0 - s)\n",
+    )
+
+
+def released():
+    from backprop_lab.grading.release import release_notebook
+
+    return release_notebook(_nb())
+
+
+def slow():
+    """Exercise 1.1's cell never ends (the cell timeout stops it)."""
+    return _answer(_nb(), "ex-1-1-answer", "while True:\n    pass\n")
+
+
+# student: submission; "jo se" and "jo_se" share a naive file name ("jo_se")
+CLASS = {
+    "ann": honest,
+    "ben": wrong_sign,
+    "cai": released,
+    "dee": honest,
+    "eve": wrong_sign,
+    "fay": honest,
+    "jo se": honest,
+    "jo_se": wrong_sign,
+    "kim": "{ not json",
+}
+EXPECTED = {  # (points 1.1, points 1.2)
+    "ann": (1, 3),
+    "ben": (0, 3),
+    "cai": (0, 0),
+    "dee": (1, 3),
+    "eve": (0, 3),
+    "fay": (1, 3),
+    "jo se": (1, 3),
+    "jo_se": (0, 3),
+    "kim": (0, 0),
+}
+
+
+def _write_class(root: Path, cls: dict) -> list[str]:
+    paths = []
+    for name, build in cls.items():
+        d = root / name
+        d.mkdir(parents=True, exist_ok=True)
+        text = build if isinstance(build, str) else nbformat.writes(build())
+        (d / CHAPTER.name).write_text(text)
+        paths.append(str(d))
+    return sorted(paths)
+
+
+def _grade_cmd(subs, out, *extra, seed=SEED):
+    cmd = [*GRADE, *subs, "--source", str(FIXTURES), "--out", str(out), "--cell-timeout", "4"]
+    if seed is not None:
+        cmd += ["--seed", seed]
+    return cmd + list(extra)
+
+
+def _rows(out: Path) -> list[dict]:
+    return list(csv.DictReader((out / "gradebook.csv").open()))
+
+
+def _points(rows) -> dict:
+    book = {}
+    for r in rows:
+        book.setdefault(r["student"], {})[r["exercise"]] = float(r["points"])
+    return {s: (e["1.1"], e["1.2"]) for s, e in book.items()}
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    """The whole class graded in one run (no progress bar)."""
+    root = tmp_path_factory.mktemp("single")
+    subs = _write_class(root / "subs", CLASS)
+    out = root / "out"
+    proc = subprocess.run(
+        _grade_cmd(subs, out, "--no-progress"), capture_output=True, text=True, timeout=600
+    )
+    return {"proc": proc, "out": out, "subs": subs, "root": root}
+
+
+def test_single_run_grades_the_class(single):
+    proc = single["proc"]
+    # kim's notebook is unreadable: that is a grade of 0, not an ungraded student
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _points(_rows(single["out"])) == EXPECTED
+    assert "%|" not in proc.stderr, "--no-progress printed a progress bar"
+
+
+def test_names_differing_by_a_space_get_their_own_files(single):
+    out = single["out"]
+    files = {p.stem for p in (out / "feedback").glob("*.md")}
+    assert len(files) == len(CLASS), files
+    by_student = {}
+    for path in (out / "results").glob("*.json"):
+        by_student[json.loads(path.read_text())["student"]] = path.stem
+    assert by_student["jo se"] != by_student["jo_se"]
+    assert "opposite sign" in (out / "feedback" / f"{by_student['jo_se']}.md").read_text()
+    assert "Total: 4 / 4" in (out / "feedback" / f"{by_student['jo se']}.md").read_text()
+
+
+def test_four_shards_in_parallel_merge_into_the_single_run(single, tmp_path):
+    shards = [report.shard_of(s, 4) for s in CLASS]
+    assert len(set(shards)) >= 3, "the test class should spread over the shards"
+    procs, outs = [], []
+    for k in range(4):
+        out = tmp_path / f"shard{k}"
+        outs.append(out)
+        procs.append(
+            subprocess.Popen(
+                _grade_cmd(single["subs"], out, "--no-progress", "--shard", f"{k}/4"),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    for k, proc in enumerate(procs):
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, (k, err[-3000:])
+    for k, out in enumerate(outs):
+        run = json.loads((out / "run.json").read_text())
+        assert run["shard"] == f"{k}/4"
+        graded = {r["student"] for r in _rows(out)}
+        assert graded == {s for s in CLASS if report.shard_of(s, 4) == k}
+    merged = tmp_path / "merged"
+    proc = subprocess.run(
+        [*MERGE, *map(str, outs), "--out", str(merged)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (merged / "gradebook.csv").read_text() == (single["out"] / "gradebook.csv").read_text()
+    assert sorted(p.name for p in (merged / "feedback").iterdir()) == sorted(
+        p.name for p in (single["out"] / "feedback").iterdir()
+    )
+    assert len(list((merged / "results").glob("*.json"))) == len(CLASS)
+    # merging the same shards twice, or a shard with the single run, overlaps
+    again = subprocess.run(
+        [*MERGE, str(outs[0]), str(single["out"]), "--out", str(tmp_path / "m2")],
+        capture_output=True,
+        text=True,
+    )
+    assert again.returncode == 2 and "graded in both" in again.stderr, again.stderr
+
+
+def test_regrade_updates_some_rows_keeps_the_others_and_cleans_stale_work(single, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(single["out"], out)
+    before = {(r["student"], r["exercise"]): r for r in _rows(out)}
+    # what a killed run leaves: work folders, a kernel home, a half-written result
+    stale = [
+        out / ".private" / "work" / "ann-deadbeef" / CHAPTER.name,
+        out / ".private" / "scratch" / "kernel-x" / "connection.json",
+        out / "results" / ".ann.json.abc123.tmp",
+    ]
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+    # ann resubmits a wrong answer; dee resubmits unchanged
+    subs = _write_class(tmp_path / "subs", {"ann": wrong_sign, "dee": honest})
+    proc = subprocess.run(_grade_cmd(subs, out), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = _rows(out)
+    points = _points(rows)
+    assert points == {**EXPECTED, "ann": (0, 3)}, rows
+    for r in rows:
+        if r["student"] not in ("ann", "dee"):
+            assert r == before[(r["student"], r["exercise"])]
+    assert "kept from earlier runs" in proc.stderr
+    for path in stale:
+        assert not path.exists(), f"stale {path} was not cleaned"
+    # the progress bar is tqdm's (it was not turned off here)
+    assert "100%|" in proc.stderr and "2/2" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_regrading_against_other_notebooks_is_refused(single, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(single["out"], out)
+    src = tmp_path / "src"
+    src.mkdir()
+    nb = _nb()
+    nb.cells[0].source += "\n\nA changed introduction."
+    (src / CHAPTER.name).write_text(nbformat.writes(nb))
+    cmd = [*GRADE, single["subs"][0], "--source", str(src), "--out", str(out), "--seed", SEED]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "other instructor notebooks" in proc.stderr and "new --out" in proc.stderr
+    assert (out / "gradebook.csv").read_text() == (single["out"] / "gradebook.csv").read_text()
+
+
+# --------------------------------------------------------------------------- merge refusals
+
+
+def _fake_out(path: Path, students, shard=None, source="s" * 24, seed="x" * 16) -> Path:
+    for student in students:
+        result = {
+            "student": student,
+            "isolation": "full",
+            "graded": True,
+            "notes": [],
+            "exercises": [
+                {
+                    "exercise": "1.1",
+                    "notebook": "chapter.ipynb",
+                    "points": 1,
+                    "max_points": 1,
+                    "reason": "passed",
+                    "details": "",
+                }
+            ],
+        }
+        report.write_student(path, report.file_name(student), result)
+    report.write_run(path, source_digest=source, seed=seed, shard=shard)
+    return path
+
+
+@pytest.mark.parametrize(
+    "case, words",
+    [
+        ("overlap", "graded in both"),
+        ("seed", "different secret seeds"),
+        ("source", "different instructor notebooks"),
+        ("missing", "shard(s) 1/2 missing"),
+        ("twice", "given twice"),
+        ("not_a_run", "not the --out folder"),
+        ("out_not_empty", "not empty"),
+    ],
+)
+def test_merge_refuses_with_a_reason(tmp_path, case, words):
+    a = _fake_out(tmp_path / "a", ["ann"], shard="0/2")
+    b = _fake_out(tmp_path / "b", ["ben"], shard="1/2")
+    out = tmp_path / "merged"
+    if case == "overlap":
+        b = _fake_out(tmp_path / "b2", ["ann"], shard="1/2")
+    elif case == "seed":
+        b = _fake_out(tmp_path / "b2", ["ben"], shard="1/2", seed="y" * 16)
+    elif case == "source":
+        b = _fake_out(tmp_path / "b2", ["ben"], shard="1/2", source="t" * 24)
+    elif case == "twice":
+        b = _fake_out(tmp_path / "b2", ["ben"], shard="0/2")
+    elif case == "not_a_run":
+        b = tmp_path / "empty"
+        b.mkdir()
+    elif case == "out_not_empty":
+        out.mkdir()
+        (out / "x").write_text("")
+    folders = [str(a)] if case == "missing" else [str(a), str(b)]
+    proc = subprocess.run([*MERGE, *folders, "--out", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert words in proc.stderr, proc.stderr
+
+
+def test_merge_partial_and_complete(tmp_path):
+    a = _fake_out(tmp_path / "a", ["ann"], shard="0/2")
+    b = _fake_out(tmp_path / "b", ["ben", "jo se"], shard="1/2")
+    proc = subprocess.run(
+        [*MERGE, str(a), "--partial", "--out", str(tmp_path / "p")], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert [r["student"] for r in _rows(tmp_path / "p")] == ["ann"]
+    proc = subprocess.run(
+        [*MERGE, str(b), str(a), "--out", str(tmp_path / "m")], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert [r["student"] for r in _rows(tmp_path / "m")] == ["ann", "ben", "jo se"]
+    assert len(list((tmp_path / "m" / "feedback").glob("*.md"))) == 3
+
+
+# --------------------------------------------------------------------------- usage errors
+
+
+@pytest.mark.parametrize(
+    "shard, words",
+    [
+        ("4/4", "0 <= K < N"),
+        ("0/0", "N >= 1"),
+        ("one/4", "expected K/N"),
+        ("1", "expected K/N"),
+    ],
+)
+def test_bad_shard_is_a_usage_error(tmp_path, shard, words):
+    subs = _write_class(tmp_path / "subs", {"ann": honest})
+    proc = subprocess.run(
+        _grade_cmd(subs, tmp_path / "out", "--shard", shard), capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and words in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_shard_without_a_pinned_seed_is_a_usage_error(tmp_path):
+    subs = _write_class(tmp_path / "subs", {"ann": honest})
+    env = {k: v for k, v in os.environ.items() if k != "BACKPROP_LAB_SECRET_SEED"}
+    proc = subprocess.run(
+        _grade_cmd(subs, tmp_path / "out", "--shard", "0/2", seed=None),
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert proc.returncode == 2 and "same --seed" in proc.stderr, proc.stderr
+
+
+def test_a_missing_submission_is_a_usage_error(tmp_path):
+    subs = _write_class(tmp_path / "subs", {"ann": honest})
+    missing = str(tmp_path / "subs" / "bob")
+    proc = subprocess.run(
+        _grade_cmd([*subs, missing], tmp_path / "out"), capture_output=True, text=True
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert f"submission {missing} does not exist" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- Ctrl-C
+
+
+def _our_processes(out: Path) -> list[str]:
+    """Processes started for this grading run (their environment names its --out)."""
+    marker = f"JUPYTER_PATH={out}/.private/jupyter".encode()
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if marker in env.split(b"\0"):
+            found.append(f"{pid}: {cmdline[:200].decode(errors='replace')}")
+    return found
+
+
+def test_ctrl_c_stops_promptly_and_writes_what_finished(tmp_path):
+    cls = {"a_first": honest, **{f"slow{i}": slow for i in range(6)}}
+    subs = _write_class(tmp_path / "subs", cls)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        _grade_cmd(subs, out, "--no-progress", "--jobs", "1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not list((out / "results").glob("*.json")):
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "no submission was graded in 300 s"
+        time.sleep(0.2)
+    running = _our_processes(out)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    stopped_in = time.monotonic() - t0
+    assert proc.returncode == 130, err[-3000:]
+    assert stopped_in < 30, f"Ctrl-C took {stopped_in:.1f} s"
+    assert "interrupted" in err
+    rows = _rows(out)
+    assert {r["student"] for r in rows} == set(cls)
+    points = _points(rows)
+    assert points["a_first"] == (1, 3), rows
+    stopped = [r for r in rows if "interrupted" in r["reason"]]
+    assert stopped and all(r["reason"].startswith("NOT GRADED") for r in stopped)
+    assert all(r["points"] == "0" for r in stopped)
+    assert len({r["student"] for r in stopped}) >= 5  # jobs=1: at most one slow one finished
+    assert running, "the test should have caught the grader's workers running"
+    time.sleep(1)
+    assert _our_processes(out) == [], "a worker or kernel outlived Ctrl-C"
+    assert not (out / ".private" / "work").exists()

@@ -413,3 +413,101 @@ def test_ctrl_c_stops_promptly_and_writes_what_finished(tmp_path):
     time.sleep(1)
     assert _our_processes(out) == [], "a worker or kernel outlived Ctrl-C"
     assert not (out / ".private" / "work").exists()
+
+
+# --------------------------------------------------------------------------- budget
+
+
+NO_BUDGET = "no memory/CPU budget per submission as a whole"
+
+
+def _isolation(out: Path) -> str:
+    return json.loads((out / "run.json").read_text())["isolation"]
+
+
+def test_without_a_cgroup_budget_the_gradebook_and_stderr_say_so(single):
+    label = _isolation(single["out"])
+    if NO_BUDGET not in label:
+        pytest.skip(f"this machine gives each kernel a cgroup v2 budget (isolation: {label})")
+    assert NO_BUDGET in single["proc"].stderr
+    assert all(NO_BUDGET in r["isolation"] for r in _rows(single["out"]))
+    why = label.split(NO_BUDGET, 1)[1]
+    assert why.startswith(" (") and len(why.split(")")[0]) > 5, label  # the reason is given
+    assert "Grading isolation:" in next((single["out"] / "feedback").glob("*.md")).read_text()
+
+
+def forks_to_share_memory():
+    """Three children of 900 MB each: under a 2048 MB per-process limit every one fits, under
+    a 2048 MB budget for the submission as a whole they do not."""
+    src = (
+        "import os, time\n"
+        "_pids = []\n"
+        "for _i in range(3):\n"
+        "    _pid = os.fork()\n"
+        "    if _pid == 0:\n"
+        "        _a = np.ones(900 * 2**20 // 8)\n"
+        "        time.sleep(3)\n"
+        "        os._exit(0)\n"
+        "    _pids.append(_pid)\n"
+        "_codes = [os.waitpid(_p, 0)[1] for _p in _pids]\n"
+        "if any(_codes):\n"
+        "    raise MemoryError(f'children stopped: {_codes}')\n"
+        "def sigmoid_backward(upstream, x):\n"
+        "    s = 1.0 / (1.0 + np.exp(-x))\n"
+        "    return upstream * s * (1.0 - s)\n"
+    )
+    return _answer(_nb(), "ex-1-1-answer", src)
+
+
+def test_a_cgroup_budget_holds_for_the_submission_as_a_whole(single, tmp_path):
+    label = _isolation(single["out"])
+    if NO_BUDGET in label:
+        pytest.skip(f"no cgroup v2 budget on this machine: {label.split(NO_BUDGET, 1)[1]}")
+    subs = _write_class(tmp_path / "subs", {"forker": forks_to_share_memory, "ok": honest})
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        _grade_cmd(subs, out, "--no-progress", "--memory-mb", "2048"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    points = _points(_rows(out))
+    assert points["ok"] == (1, 3)
+    assert points["forker"][0] == 0, _rows(out)
+
+
+def test_kernel_cgroup_settings_are_written(tmp_path):
+    """What the kernel launcher writes into its cgroup (checked on a plain folder, so it runs on
+    every machine; the kernel enforcing it is the test above)."""
+    from backprop_lab.grading import sandbox
+
+    parent = tmp_path / "backprop-lab-1"
+    parent.mkdir()
+    cfg = {"cgroup": str(parent), "memory_mb": 1024, "cpus": 1.5, "max_processes": 32}
+    sandbox.join_cgroup(cfg, "kernel-1")
+    leaf = parent / "kernel-1"
+    assert (leaf / "memory.max").read_text() == str(1024 * 2**20)
+    assert (leaf / "cpu.max").read_text() == "150000 100000"
+    assert (leaf / "pids.max").read_text() == "32"
+    assert (leaf / "cgroup.procs").read_text() == "0"
+    sandbox.join_cgroup({"cgroup": None}, "kernel-2")  # no budget: nothing to do
+    assert not (parent / "kernel-2").exists()
+
+
+def test_cgroup_parent_needs_the_controllers(tmp_path, monkeypatch):
+    from backprop_lab.grading import sandbox
+
+    own = tmp_path / "own"
+    own.mkdir()
+    (own / "cgroup.subtree_control").write_text("")
+    monkeypatch.delenv(sandbox.DISABLE_ENV, raising=False)
+    monkeypatch.setattr(sandbox, "own_cgroup", lambda: (str(own), ""))
+    (own / "cgroup.controllers").write_text("hugetlb memory\n")
+    parent, why = sandbox.cgroup_parent("77")
+    assert parent is None and "no cpu/pids controller" in why and "hugetlb memory" in why
+    (own / "cgroup.controllers").write_text("cpu io memory pids\n")
+    parent, why = sandbox.cgroup_parent("77")
+    assert (parent, why) == (str(own / "backprop-lab-77"), "")
+    assert (own / "cgroup.subtree_control").read_text() == "+memory +cpu +pids"
+    assert (own / "backprop-lab-77" / "cgroup.subtree_control").read_text() == "+memory +cpu +pids"

@@ -42,8 +42,21 @@ def register(subparsers) -> None:
         "--jobs", type=int, default=0, help="submissions at once (default: two per core)"
     )
     gr.add_argument("--cell-timeout", type=float, default=30.0, help="seconds per cell")
-    gr.add_argument("--memory-mb", type=int, default=4096, help="kernel address-space limit")
+    gr.add_argument(
+        "--memory-mb",
+        type=int,
+        default=4096,
+        help="address-space limit of each kernel process and, with cgroup v2, the memory "
+        "budget of one submission as a whole",
+    )
     gr.add_argument("--cpu-seconds", type=int, default=120, help="kernel CPU-time limit")
+    gr.add_argument(
+        "--cpus",
+        type=float,
+        default=1.0,
+        help="CPU budget of one submission as a whole, in cores (needs cgroup v2; see the "
+        "isolation column)",
+    )
     gr.add_argument(
         "--hide", action="append", default=[], help="a path the kernel must not see (repeatable)"
     )
@@ -112,6 +125,8 @@ def run_grade(args) -> int:
     for sub in args.submissions:
         if not os.path.lexists(sub):
             return usage(f"submission {sub} does not exist (check the path; nothing was graded)")
+    if args.cpus <= 0 or args.memory_mb <= 0 or args.cpu_seconds <= 0 or args.jobs < 0:
+        return usage("--cpus, --memory-mb and --cpu-seconds must be positive, --jobs >= 0")
     shard = None
     if args.shard is not None:
         m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", args.shard)
@@ -135,6 +150,7 @@ def run_grade(args) -> int:
         cell_timeout=args.cell_timeout,
         memory_mb=args.memory_mb,
         cpu_seconds=args.cpu_seconds,
+        cpus=args.cpus,
         hide=args.hide,
         progress=not args.no_progress,
         shard=shard,

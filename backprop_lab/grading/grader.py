@@ -51,6 +51,7 @@ class Options:
     cell_timeout: float = 30.0
     memory_mb: int = 4096
     cpu_seconds: int = 120
+    cpus: float = 1.0  # CPU budget of one submission (cgroup v2 only)
     hide: list = field(default_factory=list)
     progress: bool = True
     shard: tuple[int, int] | None = None  # (K, N): grade the students with shard_of == K
@@ -163,6 +164,7 @@ class Grader:
         self.hide_notes: list[str] = []
         self.source_digest = ""
         self.cgroup_note = ""
+        self.cgroup: str | None = None
         self.stop = threading.Event()  # set by Ctrl-C
         self.procs = _Procs()  # every process the grader starts, to kill on Ctrl-C
 
@@ -213,12 +215,25 @@ class Grader:
             hide.append(p)
         return hide
 
+    def _budget(self) -> None:
+        """A cgroup per kernel (memory and CPU for the submission as a whole) where possible."""
+        self.cgroup, why = sandbox.cgroup_parent(str(os.getpid()))
+        if self.cgroup is None:
+            self.cgroup_note = (
+                f"no memory/CPU budget per submission as a whole ({why}), only limits "
+                "per kernel process (address space --memory-mb, CPU time --cpu-seconds): a "
+                "submission that forks can use more"
+            )
+
     def _write_kernel(self, submissions: list[Path]) -> None:
         isolate = bool(self.probe["pidns"] and self.probe["mountns"])
+        self._budget()
         config = {
             "seed": self.seed,
             "memory_mb": self.opts.memory_mb,
             "cpu_seconds": self.opts.cpu_seconds,
+            "cgroup": self.cgroup,
+            "cpus": self.opts.cpus,
             "hide": self._hide_list(submissions) if isolate else [],
             "isolate": isolate,
             "switch_uid": bool(self.probe["uid"]),
@@ -241,7 +256,8 @@ class Grader:
             "PYTHONDONTWRITEBYTECODE": "1",
         }
         self.env.pop(SECRET_ENV, None)
-        self.isolation = sandbox.isolation_label(self.probe, self.hide_notes)
+        budget = [self.cgroup_note] if self.cgroup_note else []
+        self.isolation = sandbox.isolation_label(self.probe, self.hide_notes + budget)
 
     def _prefix(self) -> list[str]:
         pre = sandbox.network_prefix(self.probe)
@@ -714,6 +730,7 @@ class Grader:
         """Work folders, kernel homes and temporary files left by a run that was killed."""
         for name in ("work", "scratch"):
             shutil.rmtree(self.private / name, ignore_errors=True)
+        sandbox.remove_stale_cgroups()
         for tmp in self.out.rglob(".*.tmp"):
             try:
                 tmp.unlink()
@@ -771,6 +788,8 @@ class Grader:
             self.procs.kill_all()
             shutil.rmtree(self.private / "scratch", ignore_errors=True)
             shutil.rmtree(self.private / "work", ignore_errors=True)
+            if self.cgroup:
+                sandbox.remove_cgroups(self.cgroup, keep_parent=False)
             bar.close()
         for student, mapping in todo:
             if student not in finished:
@@ -866,6 +885,9 @@ class Grader:
             )
             result["notes"] = [repr(exc)]
             return result
+        finally:
+            if self.cgroup:
+                sandbox.remove_cgroups(self.cgroup)  # the kernels that have ended
 
 
 def _read(path: Path) -> str:

@@ -27,6 +27,7 @@ import io
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
 from backprop_lab.grading.atomic import write_atomic
@@ -243,3 +244,21 @@ def merge(folders: list[Path], out: Path, partial: bool = False) -> list[dict]:
 def _mk(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+# --------------------------------------------------------------------------- progress
+
+
+def progress_bar(total: int, enabled: bool):
+    """tqdm's bar on stderr, counting graded submissions (off when not ``enabled``)."""
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total,
+        desc="grading",
+        unit="submission",
+        file=sys.stderr,
+        disable=not enabled or total == 0,
+        mininterval=0.5,
+        dynamic_ncols=True,
+    )

@@ -511,3 +511,56 @@ def test_cgroup_parent_needs_the_controllers(tmp_path, monkeypatch):
     assert (parent, why) == (str(own / "backprop-lab-77"), "")
     assert (own / "cgroup.subtree_control").read_text() == "+memory +cpu +pids"
     assert (own / "backprop-lab-77" / "cgroup.subtree_control").read_text() == "+memory +cpu +pids"
+
+
+# --------------------------------------------------------------------------- at the door
+
+
+def test_submissions_are_checked_at_the_door(tmp_path):
+    """Links and special files are refused, the student is named by the path as given, a size
+    cap holds, and any malformed notebook costs only its own student (exit status 0)."""
+    subs = tmp_path / "subs"
+    _write_class(subs, {"victim": honest})
+    victim = subs / "victim" / CHAPTER.name
+    (subs / "mallory").mkdir()
+    (subs / "mallory" / CHAPTER.name).symlink_to(victim)  # a classmate's notebook
+    (subs / "copycat").symlink_to(subs / "victim", target_is_directory=True)
+    (subs / "peeker").mkdir()
+    (subs / "peeker" / CHAPTER.name).symlink_to(CHAPTER)  # the instructor's notebook
+    (subs / "piper").mkdir()
+    os.mkfifo(subs / "piper" / CHAPTER.name)  # reading it would block the grader
+    (subs / "hoarder").mkdir()
+    (subs / "hoarder" / CHAPTER.name).write_text(" " * (17 * 2**20) + "{}")
+    (subs / "nester").mkdir()
+    (subs / "nester" / CHAPTER.name).write_text("[" * 200_000 + "]" * 200_000)
+    (subs / "oddcells").mkdir()
+    odd = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [1, [2]]}
+    (subs / "oddcells" / CHAPTER.name).write_text(json.dumps(odd))
+    args = [str(victim), str(subs / "mallory" / CHAPTER.name)]  # file arguments
+    args += [str(subs / n) for n in ("copycat", "peeker", "piper", "hoarder", "nester", "oddcells")]
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        _grade_cmd(args, out, "--no-progress"), capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = _rows(out)
+    reasons = {r["student"]: r["reason"] for r in rows if r["exercise"] == "1.1"}
+    points = _points(rows)
+    assert points == {
+        "victim": (1, 3),
+        "mallory": (0, 0),
+        "copycat": (0, 0),
+        "peeker": (0, 0),
+        "piper": (0, 0),
+        "hoarder": (0, 0),
+        "nester": (0, 0),
+        "oddcells": (0, 0),
+    }, rows
+    assert reasons["victim"] == "passed"
+    for name in ("mallory", "copycat", "peeker"):
+        assert reasons[name].startswith("refused:") and "symbolic link" in reasons[name]
+    assert reasons["piper"].startswith("refused:") and "not a regular file" in reasons["piper"]
+    assert reasons["hoarder"].startswith("refused:") and "MiB" in reasons["hoarder"]
+    assert reasons["nester"] == f"not a readable notebook: {CHAPTER.name} is not a Jupyter " \
+        "notebook (JSON nested too deeply)"  # fmt: skip
+    assert reasons["oddcells"].startswith("not a readable notebook:")

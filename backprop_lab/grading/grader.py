@@ -112,6 +112,7 @@ class Grader:
         self.source_digest = ""
         self.cgroup_note = ""
         self.cgroup: str | None = None
+        self.refused: dict[str, str] = {}  # student: why the whole submission is refused
         self.stop = threading.Event()  # set by Ctrl-C
         self.procs = Procs()  # every process the grader starts, to kill on Ctrl-C
 
@@ -291,12 +292,18 @@ class Grader:
         jobs = []
         for arg in submissions:
             p = Path(arg)
-            if p.is_dir():
+            given = Path(os.path.abspath(arg))  # the student is named by the path as given
+            if p.is_symlink() and p.is_dir():
+                self.refused[given.name] = (
+                    f"the submission folder {given.name} is a symbolic link; submit a folder"
+                )
+                jobs.append((given.name, {k: p / k for k in self.sources}))
+            elif p.is_dir():
                 found = {n.name: n for n in nbu.find_notebooks(p)}
-                jobs.append((p.resolve().name, {k: found.get(k) for k in self.sources}))
+                jobs.append((given.name, {k: found.get(k) for k in self.sources}))
             else:
                 if p.name in self.sources:
-                    student = p.resolve().parent.name
+                    student = given.parent.name
                     jobs.append((student, {p.name: p}))
                 elif len(self.sources) == 1:
                     jobs.append((p.stem, {next(iter(self.sources)): p}))
@@ -310,7 +317,7 @@ class Grader:
 
     def _guess_source(self, path: Path) -> str:
         try:
-            ids = {c.get("id") for c in nbu.read(path).cells}
+            ids = {c.get("id") for c in nbu.read_submission(path).cells}
         except nbu.NotebookError:
             return next(iter(self.sources))
         best = max(
@@ -346,12 +353,13 @@ class Grader:
                     result["exercises"].append(row(ex, key, 0, e, f"{key} not submitted"))
                 continue
             try:
-                sub = nbu.read(path)
+                if student in self.refused:
+                    raise nbu.Refused(self.refused[student])
+                sub = nbu.read_submission(path)
             except nbu.NotebookError as exc:
+                kind = "refused" if isinstance(exc, nbu.Refused) else "not a readable notebook"
                 for ex, e in src.exercises.items():
-                    result["exercises"].append(
-                        row(ex, key, 0, e, f"not a readable notebook: {exc}")
-                    )
+                    result["exercises"].append(row(ex, key, 0, e, f"{kind}: {exc}"))
                 continue
             merged, notes = assemble.merge(src.expected, sub)
             file = work / key

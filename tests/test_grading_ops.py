@@ -564,3 +564,83 @@ def test_submissions_are_checked_at_the_door(tmp_path):
     assert reasons["nester"] == f"not a readable notebook: {CHAPTER.name} is not a Jupyter " \
         "notebook (JSON nested too deeply)"  # fmt: skip
     assert reasons["oddcells"].startswith("not a readable notebook:")
+
+
+def test_each_run_draws_a_fresh_seed_unless_pinned(tmp_path):
+    subs = _write_class(tmp_path / "subs", {"ann": honest})
+    env = {k: v for k, v in os.environ.items() if k != "BACKPROP_LAB_SECRET_SEED"}
+    out = tmp_path / "out"
+    digests = []
+    for _ in range(2):
+        proc = subprocess.run(
+            _grade_cmd(subs, out, "--no-progress", seed=None),
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        digests.append(json.loads((out / "run.json").read_text())["seed_digest"])
+        assert _points(_rows(out)) == {"ann": (1, 3)}
+    assert digests[0] != digests[1]
+    assert not (out / ".private" / "seed").exists()
+    assert len(list((out / ".private" / "expected").glob("*.ipynb"))) == 1  # no pile-up
+    pinned = subprocess.run(
+        _grade_cmd(subs, out, "--no-progress", seed="5"), capture_output=True, text=True, env=env
+    )
+    assert pinned.returncode == 0
+    assert json.loads((out / "run.json").read_text())["seed_digest"] == report.seed_digest(5)
+
+
+# --------------------------------------------------------------------------- the sandbox
+
+
+def leaves_traces(lock_file: str, shm_key: int):
+    """Right answers, plus a file in /run/lock and a SysV shared-memory segment that would
+    outlive the kernel on the host."""
+    src = (
+        "import ctypes\n"
+        "try:\n"
+        f"    open({lock_file!r}, 'w').write('x')\n"
+        "except OSError:\n"
+        "    pass\n"
+        "_libc = ctypes.CDLL(None, use_errno=True)\n"
+        f"_libc.shmget(ctypes.c_int({shm_key}), ctypes.c_size_t(1 << 20), 0o1666)\n"
+        "def sigmoid_backward(upstream, x):\n"
+        "    s = 1.0 / (1.0 + np.exp(-x))\n"
+        "    return upstream * s * (1.0 - s)\n"
+    )
+    return lambda: _answer(_nb(), "ex-1-1-answer", src)
+
+
+def _shm_keys() -> set[int]:
+    lines = Path("/proc/sysvipc/shm").read_text().splitlines()[1:]
+    return {int(line.split()[0]) for line in lines if line.strip()}
+
+
+def test_lock_folder_and_sysv_ipc_are_private_to_the_kernel(tmp_path):
+    from backprop_lab.grading import sandbox
+
+    probe = sandbox.probe()
+    if not (probe["pidns"] and probe["mountns"] and probe["ipcns"]):
+        pytest.skip(f"no PID, mount and IPC namespaces here: {probe['notes']}")
+    if not (os.path.isdir("/run/lock") and os.path.exists("/proc/sysvipc/shm")):
+        pytest.skip("no /run/lock or no /proc/sysvipc/shm on this machine")
+    token = os.urandom(4).hex()
+    lock_file = f"/run/lock/backprop-lab-test-{token}"
+    key = int(token, 16) & 0x7FFFFFFF
+    subs = _write_class(tmp_path / "subs", {"tracer": leaves_traces(lock_file, key)})
+    out = tmp_path / "out"
+    try:
+        proc = subprocess.run(
+            _grade_cmd(subs, out, "--no-progress"), capture_output=True, text=True, timeout=300
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert _points(_rows(out)) == {"tracer": (1, 3)}  # the cell ran to the end
+        assert not os.path.exists(lock_file), "a file the kernel wrote outlived it"
+        assert key not in _shm_keys(), "a SysV segment the kernel made outlived it"
+    finally:  # what the unprotected code would leave on this machine
+        if os.path.exists(lock_file):
+            os.unlink(lock_file)
+        if key in _shm_keys():
+            subprocess.run(["ipcrm", "-M", str(key)], capture_output=True)

@@ -36,7 +36,7 @@ def register(subparsers) -> None:
         "--seed",
         type=int,
         default=None,
-        help="secret seed (default: $BACKPROP_LAB_SECRET_SEED, else one kept in OUT/.private/seed)",
+        help="secret seed (default: $BACKPROP_LAB_SECRET_SEED, else a fresh one for each run)",
     )
     gr.add_argument(
         "--jobs", type=int, default=0, help="submissions at once (default: two per core)"

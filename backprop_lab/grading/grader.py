@@ -119,16 +119,17 @@ class Grader:
     # ---- setup
 
     def _seed(self) -> int:
+        """The seed pinned by the instructor (--seed, $BACKPROP_LAB_SECRET_SEED), else a fresh
+        one for this run: a feedback file of one run tells nothing about the next."""
         if self.opts.seed is not None:
             return int(self.opts.seed)
         if os.environ.get(SECRET_ENV, "").strip():
-            return int(os.environ[SECRET_ENV])
-        stored = self.private / "seed"
-        if stored.exists():
-            return int(stored.read_text().strip())
-        value = secrets.randbelow(2**62)
-        write_atomic(stored, f"{value}\n", mode=0o600)
-        return value
+            try:
+                return int(os.environ[SECRET_ENV])
+            except ValueError:
+                raise GradeError(f"${SECRET_ENV} must be an integer") from None
+        (self.private / "seed").unlink(missing_ok=True)  # (kept and reused by older versions)
+        return secrets.randbelow(2**62)
 
     def _needed_paths(self) -> list[str]:
         import numpy
@@ -284,6 +285,10 @@ class Grader:
                 )
                 return
         src.expected = nbu.read(target)
+        stem = Path(src.key).stem
+        for old in cache.glob(f"{stem}-*.ipynb"):  # runs under other seeds or other code
+            if old != target and old.name[len(stem) + 1 :].count("-") == 0:
+                old.unlink(missing_ok=True)
 
     # ---- matching submissions to sources
 

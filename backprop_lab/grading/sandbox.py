@@ -2,14 +2,15 @@
 
 The grader writes a kernel spec whose argv is, with full isolation (Linux, root)::
 
-    unshare --pid --fork --kill-child --mount --mount-proc \\
+    unshare --pid --fork --kill-child --mount --mount-proc --ipc \\
         python -m backprop_lab.grading.sandbox --config CONFIG -f {connection_file}
 
 and runs each pytest/nbval process inside ``unshare --net`` with only the loopback interface
 up, so the kernel shares a network namespace with nothing but the grader's client. This
-module then (still root, inside the new PID and mount namespaces): reads the connection file,
-covers ``/tmp``, ``/var/tmp``, ``/dev/shm``, ``/root``, ``/home`` and the configured paths with
-empty tmpfs mounts, sets resource limits, switches to a fresh unprivileged uid, and execs
+module then (still root, inside the new PID, mount and IPC namespaces): reads the connection
+file, covers ``/tmp``, ``/var/tmp``, ``/dev/shm``, ``/run/lock``, ``/root``, ``/home`` and the
+configured paths with empty tmpfs mounts, sets resource limits, switches to a fresh
+unprivileged uid, and execs
 ``ipykernel`` with a clean environment. The kernel is PID 1 of its namespace: when it ends,
 everything it forked ends too.
 
@@ -35,7 +36,7 @@ import zlib
 from pathlib import Path
 
 KERNEL_NAME = "backprop-lab-sandbox"
-COVERED = ("/tmp", "/var/tmp", "/dev/shm", "/root", "/home")
+COVERED = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/root", "/home")
 UID_BASE = 200_000
 UID_SPAN = 500_000
 #: Set (to anything) to grade without namespaces or a uid switch, e.g. to debug a kernel.
@@ -48,7 +49,7 @@ def probe() -> dict:
     """Which protections work here: {'uid': bool, 'netns': bool, 'pidns': bool, 'mountns': bool,
     'notes': [...]} (tried for real, once)."""
     notes = []
-    result = {"uid": False, "netns": False, "pidns": False, "mountns": False}
+    result = {"uid": False, "netns": False, "pidns": False, "mountns": False, "ipcns": False}
     if os.environ.get(DISABLE_ENV):
         notes.append(f"sandbox disabled ({DISABLE_ENV} is set): only resource limits apply")
         return {**result, "notes": notes}
@@ -72,6 +73,7 @@ def probe() -> dict:
 
         result["netns"] = bool(ip) and works([unshare, "--net", "sh", "-c", f"{ip} link set lo up"])
         result["pidns"] = works([unshare, "--pid", "--fork", "--kill-child", "true"])
+        result["ipcns"] = works([unshare, "--ipc", "true"])
         result["mountns"] = works(
             [
                 unshare,
@@ -88,6 +90,7 @@ def probe() -> dict:
         ("netns", "network namespace (the kernel keeps the network)"),
         ("pidns", "PID namespace (forked processes may outlive the kernel)"),
         ("mountns", "mount namespace (the kernel sees the whole file system)"),
+        ("ipcns", "IPC namespace (SysV shared memory and semaphores are the host's)"),
     ):
         if os.geteuid() == 0 and not result[key]:
             notes.append(f"no {what}")
@@ -252,6 +255,7 @@ def kernel_argv(config_path: str, p: dict) -> list[str]:
         "{connection_file}",
     ]
     if p.get("pidns") and p.get("mountns"):
+        ipc = ["--ipc"] if p.get("ipcns") else []  # private SysV IPC, gone with the kernel
         return [
             shutil.which("unshare"),
             "--pid",
@@ -259,6 +263,7 @@ def kernel_argv(config_path: str, p: dict) -> list[str]:
             "--kill-child",
             "--mount",
             "--mount-proc",
+            *ipc,
             *inner,
         ]
     return inner

@@ -644,3 +644,27 @@ def test_lock_folder_and_sysv_ipc_are_private_to_the_kernel(tmp_path):
             os.unlink(lock_file)
         if key in _shm_keys():
             subprocess.run(["ipcrm", "-M", str(key)], capture_output=True)
+
+
+def test_the_seed_and_the_graders_paths_never_reach_feedback(tmp_path):
+    """An answer that puts the secret seed, its working folder and the kernel's mount table
+    (which names the hidden folders) into an exception message."""
+    src = (
+        "import os\n"
+        "raise RuntimeError('seed=' + os.environ.get('BACKPROP_LAB_SEED', '') + ' cwd='\n"
+        "                   + os.getcwd() + ' mounts=' + open('/proc/self/mountinfo').read())\n"
+    )
+    subs = _write_class(tmp_path / "subs", {"leaker": lambda: _answer(_nb(), "ex-1-1-answer", src)})
+    out = tmp_path / "out"
+    seed = "9876543210123"
+    proc = subprocess.run(
+        _grade_cmd(subs, out, "--no-progress", seed=seed), capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    texts = [(out / "feedback" / "leaker.md").read_text(), (out / "gradebook.csv").read_text()]
+    texts.append((out / "results" / "leaker.json").read_text())
+    for text in texts:
+        assert "RuntimeError" in text and "<secret seed>" in text, text[-3000:]
+        assert seed not in text
+        assert str(out) not in text and str(FIXTURES) not in text
+        assert os.path.realpath(FIXTURES) not in text

@@ -402,9 +402,32 @@ class Grader:
 
     # ---- output
 
+    def _secrets(self) -> None:
+        """What must not reach a student's feedback: the seed and the grader's own paths."""
+        paths = {self.opts.source, self.out, *self.opts.hide}
+        found = []
+        for p in paths:
+            for form in {str(p), os.path.abspath(p), os.path.realpath(p)}:
+                if len(form) > 1:
+                    found.append((form.rstrip(os.sep), "<hidden path>"))
+        if len(str(self.seed)) >= 6:  # (a short pinned seed is not worth hiding, and "5"
+            found.append((str(self.seed), "<secret seed>"))  # would mangle every number)
+        self.scrub_list = sorted(found, key=lambda f: -len(f[0]))  # longest first
+
+    def _scrub(self, text):
+        if not isinstance(text, str):
+            return text
+        for secret, stand_in in getattr(self, "scrub_list", []):
+            text = text.replace(secret, stand_in)
+        return text
+
     def _write_student(self, name: str, result: dict) -> None:
         result.setdefault("seed_digest", report.seed_digest(self.seed))
         result.setdefault("source_digest", self.source_digest)
+        for r in result.get("exercises", []):
+            r["reason"] = self._scrub(r.get("reason"))
+            r["details"] = self._scrub(r.get("details"))
+        result["notes"] = [self._scrub(n) for n in result.get("notes", [])]
         report.write_student(self.out, name, result)
 
     # ---- the whole run
@@ -448,6 +471,7 @@ class Grader:
         self._check_out()
         self._clean_stale()
         todo = self.discover(submissions)
+        self._secrets()
         if self.opts.shard:
             k, n = self.opts.shard
             todo = [(s, m) for s, m in todo if report.shard_of(s, n) == k]

@@ -668,3 +668,16 @@ def test_the_seed_and_the_graders_paths_never_reach_feedback(tmp_path):
         assert seed not in text
         assert str(out) not in text and str(FIXTURES) not in text
         assert os.path.realpath(FIXTURES) not in text
+
+
+def test_a_damaged_earlier_result_is_reported_before_grading(tmp_path):
+    out = _fake_out(tmp_path / "out", ["ann"])
+    (out / "results" / "ann.json").write_text("{ truncated")
+    (out / "run.json").unlink()  # (as written by an older grader)
+    subs = _write_class(tmp_path / "subs", {"ben": honest})
+    t0 = time.monotonic()
+    proc = subprocess.run(_grade_cmd(subs, out), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "ann.json is not a grading result" in proc.stderr and "delete it" in proc.stderr
+    assert not (out / "results" / "ben.json").exists()  # nothing was graded
+    assert time.monotonic() - t0 < 60

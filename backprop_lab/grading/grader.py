@@ -469,6 +469,7 @@ class Grader:
         self._lock()
         self.load_sources()
         self._check_out()
+        report.read_results(self.out)  # a damaged earlier result: say so before any work
         self._clean_stale()
         todo = self.discover(submissions)
         self._secrets()

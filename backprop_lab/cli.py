@@ -1,5 +1,6 @@
 """The ``backprop-lab`` command: ``doctor`` (what is installed and usable), plus the
-instructor commands ``release`` and ``grade`` (from :mod:`backprop_lab.grading`)."""
+instructor commands ``release``, ``grade`` and ``grade-merge`` (from
+:mod:`backprop_lab.grading`)."""
 
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     if grading_cli is not None:
         grading_cli.register(sub)
     else:
-        for name in ("release", "grade"):
+        for name in ("release", "grade", "grade-merge"):
             q = sub.add_parser(name, help=f"(unavailable: {grading_error})")
             q.set_defaults(func=lambda a, e=grading_error: _unavailable(e))
     return parser

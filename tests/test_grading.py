@@ -298,7 +298,10 @@ def test_isolation_reported(graded):
     label = isolation.pop()
     assert label.startswith("full") or label.startswith("partial")
     if os.geteuid() == 0 and probe["pidns"] and probe["mountns"] and probe["netns"]:
-        assert label == "full", label
+        # full, except where the machine gives no cgroup v2 budget per submission (said so
+        # in the label; tests/test_grading_ops.py checks both paths)
+        notes = [] if label == "full" else label.removeprefix("partial: ").split("; ")
+        assert all(n.startswith("no memory/CPU budget per submission") for n in notes), label
 
 
 def test_feedback_and_results_written(graded):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
+import stat
 from pathlib import Path
 
 import nbformat
@@ -19,8 +22,53 @@ AUDIT_ID = "backprop-lab-grader-audit"
 ID_RE = re.compile(r"^ex-(?P<chapter>\d+)-(?P<number>\d+)-(?P<kind>answer|check)(?:-\d+)?$")
 
 
+#: The largest submitted notebook the grader reads (the fixture chapter is about 10 KiB).
+MAX_SUBMISSION_BYTES = 16 * 2**20
+
+
 class NotebookError(Exception):
     """A notebook that cannot be read or does not follow the conventions."""
+
+
+class Refused(NotebookError):
+    """A submitted file refused at the door: a link, a special file, or too large."""
+
+
+def read_submission(path: str | Path, max_bytes: int = MAX_SUBMISSION_BYTES):
+    """Read a student's notebook without following a symbolic link, opening a special file
+    (a FIFO would block), or reading more than ``max_bytes``; :class:`Refused` for those,
+    :class:`NotebookError` for anything unreadable."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise Refused(
+                f"{path.name} is a symbolic link; submit the notebook file itself"
+            ) from None
+        raise NotebookError(f"cannot read {path.name}: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise Refused(f"{path.name} is not a regular file; submit the notebook file itself")
+        limit = f"the limit is {max_bytes / 2**20:g} MiB (clear the outputs and resubmit)"
+        if info.st_size > max_bytes:
+            raise Refused(f"{path.name} is {info.st_size / 2**20:.1f} MiB; {limit}")
+        chunks, size = [], 0
+        while size <= max_bytes:
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > max_bytes:
+            raise Refused(f"{path.name} grew past {max_bytes} bytes while read; {limit}")
+    finally:
+        os.close(fd)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise NotebookError(f"{path.name} is empty")
+    return loads(raw.decode("utf-8", errors="replace"), path.name)
 
 
 def read(path: str | Path) -> nbformat.NotebookNode:
@@ -40,6 +88,8 @@ def loads(text: str, name: str = "notebook") -> nbformat.NotebookNode:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise NotebookError(f"{name} is not valid JSON ({exc.msg}, line {exc.lineno})") from None
+    except RecursionError:
+        raise NotebookError(f"{name} is not a Jupyter notebook (JSON nested too deeply)") from None
     if not isinstance(data, dict):
         raise NotebookError(f"{name} is not a Jupyter notebook")
     major = data.get("nbformat")
@@ -52,8 +102,14 @@ def loads(text: str, name: str = "notebook") -> nbformat.NotebookNode:
     except Exception as exc:  # noqa: BLE001  (nbformat raises many kinds)
         raise NotebookError(f"{name} is not a valid notebook: {exc}") from None
     for cell in nb.cells:
+        if not isinstance(cell, dict) or not isinstance(cell.get("cell_type"), str):
+            raise NotebookError(f"{name} has a cell that is not a notebook cell")
         if not isinstance(cell.get("source", ""), str):
             raise NotebookError(f"{name} has a cell whose source is not text")
+        if not isinstance(cell.get("id", ""), (str, type(None))):
+            raise NotebookError(f"{name} has a cell whose id is not text")
+        if not isinstance(cell.get("metadata", {}), dict):
+            raise NotebookError(f"{name} has a cell whose metadata is not a mapping")
     return nb
 
 

@@ -32,7 +32,7 @@ import operator
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .backend import device_kwargs, dtype_kind, scatter_add
+from .backend import device_kwargs, dtype_kind, masked, scatter_add
 from .tensor import (
     ArgumentError,
     AxisError,
@@ -655,9 +655,7 @@ class relu:
         return z, (z,)
 
     def vjp(xp, g, saved, needs):
-        # A 0/1 mask times g: as exact as where(z > 0, g, 0) and, on random signs, several
-        # times faster in NumPy (where() branches per element).
-        return (g * xp.astype(saved[0] > 0, g.dtype),)
+        return (masked(xp, g, saved[0] > 0),)  # g where z > 0, else 0
 
     def jvp(xp, tangents, inputs, out):
         return tangents[0] * xp.astype(out > 0, out.dtype)

@@ -275,6 +275,16 @@ def device_kwargs(array: Any) -> dict[str, Any]:
     return {} if dev is None or dev == "cpu" else {"device": dev}
 
 
+def masked(xp: Any, g: Any, mask: Any) -> Any:
+    """``g`` where the boolean ``mask`` is True and 0 elsewhere, as ``g`` times a 0/1 mask
+    (exactly as where(mask, g, 0), and several times faster in NumPy, which branches per
+    element in where). NumPy multiplies by the boolean mask itself, sparing a float copy
+    of it; array-API namespaces refuse bool * float, so there the mask is cast first."""
+    if xp is NUMPY or xp is _np:
+        return g * mask
+    return g * xp.astype(mask, g.dtype)
+
+
 def scatter_add(xp: Any, target: Any, index: Any, values: Any) -> None:
     """``target[index] += values`` with repeated indices summed (NumPy's ``add.at``)."""
     own = getattr(xp, "scatter_add", None)

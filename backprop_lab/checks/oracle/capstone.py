@@ -248,7 +248,7 @@ register(
                 variant=_cos_swapped,
             ),
         ],
-        cost=Cost(multiple=10, inputs={"a": (2000, 500), "b": (2000, 500)}, draw=_cosine_large),
+        cost=Cost(multiple=40, inputs={"a": (2000, 500), "b": (2000, 500)}, draw=_cosine_large),
         forbidden=FORBIDDEN,
     )
 )

@@ -335,7 +335,7 @@ register(
                 variant=lambda c: c.expected[0] * np.sum(c.x * c.x, axis=1, keepdims=True),
             ),
         ],
-        cost=Cost(multiple=15, inputs={"x": (2048, 512)}),
+        cost=Cost(multiple=40, inputs={"x": (2048, 512)}),
         forbidden=ENGINE_GRADIENTS + FINITE_DIFFERENCES,
     )
 )

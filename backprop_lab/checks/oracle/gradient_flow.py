@@ -104,7 +104,7 @@ register(
                 rtol=1e-4,
             ),
         ],
-        cost=Cost(multiple=10, inputs={"x": (500, 200), "W": (200, 200)}),
+        cost=Cost(multiple=20, inputs={"x": (500, 200), "W": (200, 200)}),
         forbidden=ENGINE_GRADIENTS + FINITE_DIFFERENCES,
     )
 )

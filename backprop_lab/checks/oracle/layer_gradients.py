@@ -484,7 +484,7 @@ register(
                 outputs=("dgamma",),
             ),
         ],
-        cost=Cost(multiple=15, inputs={"X": (2048, 256), "gamma": (256,)}),
+        cost=Cost(multiple=30, inputs={"X": (2048, 256), "gamma": (256,)}),
         forbidden=ENGINE_GRADIENTS + FINITE_DIFFERENCES,
     )
 )

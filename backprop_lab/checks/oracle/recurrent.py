@@ -433,7 +433,7 @@ register(
             ),
         ],
         cost=Cost(
-            multiple=12,
+            multiple=20,
             inputs={"f": (500, 16, 32), "i": (500, 16, 32), "g": (500, 16, 32), "c0": (16, 32)},
         ),
         forbidden=FORBIDDEN,

@@ -73,14 +73,15 @@ def scan_answer(source: str) -> list[str]:
     return sorted(found)
 
 
-def instrument(nb):
-    """The instructor notebook as graded: check cells compared, an audit cell at the end."""
+def instrument(nb, compare_checks: bool = True):
+    """The instructor notebook as graded: check cells compared (unless the verdicts are
+    trusted: then nbval only runs them and :mod:`.verdicts` judges), an audit cell at the end."""
     nb = copy.deepcopy(nb)
     for cell in nb.cells:
         if cell.get("cell_type") != "code":
             continue
         tags = [t for t in nbu.tags(cell) if t != nbu.COMPARE_TAG]
-        if nbu.is_check(cell):
+        if nbu.is_check(cell) and compare_checks:
             tags.append(nbu.COMPARE_TAG)  # only check cells are compared when grading
         cell.metadata["tags"] = tags
     audit = nbformat.v4.new_code_cell(

@@ -4,8 +4,15 @@ For each source notebook the instructor's notebook is first run under the secret
 expected outputs; cached per notebook + seed). For each submission only the answer cells are
 taken and put into that run; the result is executed by ``pytest --nbval-lax`` in a sandboxed
 kernel (see :mod:`backprop_lab.grading.sandbox`), in long-lived nbval workers, several
-submissions at once. nbval compares the check cells' printouts in the grader's process; the
-JUnit XML maps each ``Cell N`` back to its cell id and exercise.
+submissions at once; the JUnit XML maps each ``Cell N`` back to its cell id and exercise.
+
+Trusted verdicts (:mod:`.verdicts`; every chapter of the book): when every check cell is
+``check("<chapter>.<n>", answer)``, the kernel gets a check folder with the case arguments
+and no seed, the oracle's package is hidden from it, and the points and the feedback come
+from ``oracle.verdict`` computed here, after the kernel wrote the answer's outputs as data;
+nbval still runs the cells (time limits, crashes) but no longer compares check cells. Other
+check cells (the deprecated ``check_backward`` ...) are graded the old way: the seed is in
+the kernel and nbval compares the check cells' printouts with the instructor's.
 
 The pipeline, stage by stage: what gets run (:mod:`.assemble`: the instrumented instructor
 notebook, a submission's answers merged in), who runs it (:mod:`.runners`: nbval workers and
@@ -32,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backprop_lab.grading import assemble, outcome, report, sandbox
+from backprop_lab.grading import assemble, outcome, report, sandbox, verdicts
 from backprop_lab.grading import notebook as nbu
 from backprop_lab.grading.atomic import write_atomic
 from backprop_lab.grading.outcome import clean, row
@@ -70,6 +77,7 @@ class Source:
     exercises: dict
     expected: object = None  # the instructor notebook run under the secret seed
     error: str | None = None
+    check_ids: dict | None = None  # {check cell id: exercise id} when verdicts are trusted
 
 
 # --------------------------------------------------------------------------- helpers
@@ -115,6 +123,7 @@ class Grader:
         self.refused: dict[str, str] = {}  # student: why the whole submission is refused
         self.stop = threading.Event()  # set by Ctrl-C
         self.procs = Procs()  # every process the grader starts, to kill on Ctrl-C
+        self.trusted = False  # verdicts computed here, not in the kernel (see .verdicts)
 
     # ---- setup
 
@@ -178,12 +187,14 @@ class Grader:
         isolate = bool(self.probe["pidns"] and self.probe["mountns"])
         self._budget()
         config = {
-            "seed": self.seed,
+            # trusted verdicts: the kernel gets a check folder and never the seed
+            "seed": None if self.trusted else self.seed,
+            "trusted": self.trusted,
             "memory_mb": self.opts.memory_mb,
             "cpu_seconds": self.opts.cpu_seconds,
             "cgroup": self.cgroup,
             "cpus": self.opts.cpus,
-            "hide": self._hide_list(submissions) if isolate else [],
+            "hide": (self._hide_list(submissions) + self._oracle_dir()) if isolate else [],
             "isolate": isolate,
             "switch_uid": bool(self.probe["uid"]),
             "scratch": str(self.private / "scratch"),  # kernel homes when not isolated
@@ -208,6 +219,14 @@ class Grader:
         budget = [self.cgroup_note] if self.cgroup_note else []
         self.isolation = sandbox.isolation_label(self.probe, self.hide_notes + budget)
 
+    def _oracle_dir(self) -> list[str]:
+        """With trusted verdicts the oracle's package is hidden from the kernel too."""
+        if not self.trusted:
+            return []
+        from backprop_lab.checks import oracle
+
+        return [os.path.realpath(os.path.dirname(oracle.__file__))]
+
     def _prefix(self) -> list[str]:
         pre = sandbox.network_prefix(self.probe)
         if pre and self.probe.get("pidns"):
@@ -223,9 +242,23 @@ class Grader:
         for path in paths:
             nb = nbu.read(path)
             ex = nbu.exercises(nb)
-            self.sources[path.name] = Source(path.name, path, nb, ex)
+            self.sources[path.name] = Source(
+                path.name, path, nb, ex, check_ids=verdicts.check_ids(nb)
+            )
             digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
         self.source_digest = digest.hexdigest()[:24]
+        # one kernel set-up per run: trusted verdicts when every check cell allows them
+        self.trusted = all(src.check_ids is not None for src in self.sources.values())
+        if not self.trusted:
+            legacy = sorted(k for k, s in self.sources.items() if s.check_ids is None)
+            print(
+                "backprop-lab grade: check cells in "
+                + ", ".join(legacy)
+                + ' are not all check("<chapter>.<n>", answer) calls of registered exercises; '
+                "this run grades the old way (the seed is in the kernel, nbval compares "
+                "printouts)",
+                file=sys.stderr,
+            )
 
     def _fingerprint(self, nb) -> str:
         import numpy
@@ -241,11 +274,14 @@ class Grader:
         return h.hexdigest()[:24]
 
     def prepare_expected(self, src: Source) -> None:
-        pristine = assemble.instrument(src.nb)
+        pristine = assemble.instrument(src.nb, compare_checks=not self.trusted)
         cache = _private_dir(self.private / "expected")
         target = cache / f"{Path(src.key).stem}-{self._fingerprint(pristine)}.ipynb"
         if not target.exists():
             work = _private_dir(self.private / "work")
+            if self.trusted:  # a folder of its own: the kernel finds check/ where it starts
+                work = _private_dir(work / f"pristine-{Path(src.key).stem}")
+                check = verdicts.prepare(work, list(src.check_ids.values()), self.seed)
             tmp = work / f"pristine-{src.key}"
             write_atomic(tmp, nbu.write_text(pristine), mode=0o600)
             cmd = [
@@ -284,6 +320,16 @@ class Grader:
                     tail
                 )
                 return
+            if self.trusted:
+                judged = verdicts.judge(check, list(src.check_ids.values()), self.seed)
+                wrong = [ex for ex, v in judged.items() if not v.get("passed")]
+                if wrong:
+                    target.unlink(missing_ok=True)
+                    src.error = (
+                        "the instructor notebook fails its own checks under the secret seed: "
+                        + "; ".join(f"{ex}: {verdicts.summary(judged[ex])}" for ex in wrong)
+                    )
+                    return
         src.expected = nbu.read(target)
         stem = Path(src.key).stem
         for old in cache.glob(f"{stem}-*.ipynb"):  # runs under other seeds or other code
@@ -370,6 +416,10 @@ class Grader:
             file = work / key
             write_atomic(file, nbu.write_text(merged), mode=0o600)
             runnable.append((src, merged, notes, file, sub))
+        judged = None
+        if runnable and self.trusted:  # the inputs under the secret seed, for the kernel
+            exercises = [ex for r in runnable for ex in r[0].check_ids.values()]
+            check = verdicts.prepare(work, exercises, self.seed)
         if runnable:
             junit = work / "junit.xml"
             ncells = sum(len(nbu.code_cell_ids(m)) for _, m, _, _, _ in runnable)
@@ -391,9 +441,19 @@ class Grader:
                     for ex, e in src.exercises.items():
                         result["exercises"].append(row(ex, src.key, 0, e, reason))
             else:
+                if self.trusted:  # judged here, from what the kernel wrote as data
+                    judged = verdicts.judge(check, exercises, self.seed)
                 for src, merged, notes, file, _sub in runnable:
                     outcome.score(
-                        result, src, merged, notes, file, cells, killed, self.opts.cell_timeout
+                        result,
+                        src,
+                        merged,
+                        notes,
+                        file,
+                        cells,
+                        killed,
+                        self.opts.cell_timeout,
+                        judged=judged,
                     )
                 write_atomic(self.out / "junit" / slug / "junit.xml", junit.read_bytes())
         self._write_student(slug, result)

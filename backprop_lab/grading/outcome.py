@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from backprop_lab.grading import notebook as nbu
+from backprop_lab.grading import verdicts as trusted
 from backprop_lab.grading.assemble import merged_source, scan_answer
 
 # ANSI colour codes; pytest's JUnit XML writes the escape character as the text "#x1B"
@@ -94,8 +95,14 @@ def explain(outcome: str, text: str, timeout: float) -> tuple[str, str]:
     return ("check cell failed", text.strip())
 
 
-def score(result, src, merged, notes, file, cells, killed, timeout):
-    """Append the rows of one notebook of a submission to ``result`` from nbval's outcomes."""
+def score(result, src, merged, notes, file, cells, killed, timeout, judged=None):
+    """Append the rows of one notebook of a submission to ``result`` from nbval's outcomes.
+
+    ``judged`` ({exercise id: verdict}, trusted verdicts): a check cell that ran scores by its
+    exercise's verdict, and the feedback is the verdict's (never an expected value); a cell
+    that did not run scores 0 with nbval's reason (timed out, kernel died, ...).
+    """
+    check_ids = getattr(src, "check_ids", None) if judged is not None else None
     ids = nbu.code_cell_ids(merged)
     # nbval's JUnit classname is the notebook's path relative to the rootdir (workdir)
     names = {k[0] for k in cells}
@@ -140,6 +147,17 @@ def score(result, src, merged, notes, file, cells, killed, timeout):
         for cid in e["checks"]:
             state, text = outcome.get(cid, ("failed", "not run (the run was stopped)"))
             cell = next(c for c in merged.cells if c.get("id") == cid)
+            if state == "passed" and check_ids is not None:
+                verdict = judged.get(check_ids.get(cid))
+                if verdict is not None and verdict.get("passed"):
+                    points += nbu.points(cell)
+                    continue
+                if verdict is None:
+                    reasons.append(f"not graded: no verdict for check cell {cid}")
+                    continue
+                reasons.append(f"wrong answer: {trusted.summary(verdict)}")
+                details.append(f"{cid}: {str(verdict.get('feedback', '')).strip()}")
+                continue
             if state == "passed":
                 points += nbu.points(cell)
                 continue

@@ -36,6 +36,11 @@ import zlib
 from pathlib import Path
 
 KERNEL_NAME = "backprop-lab-sandbox"
+#: The folder (next to the graded notebook) that the grader prepares for trusted verdicts.
+CHECK_FOLDER = "check"
+# (backprop_lab.checks.seeding's names, spelled out: the launcher stays free of NumPy)
+CHECK_DIR_ENV = "BACKPROP_LAB_CHECK_DIR"
+LEGACY_SEED_ENV = "BACKPROP_LAB_SEED"
 COVERED = ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/root", "/home")
 UID_BASE = 200_000
 UID_SPAN = 500_000
@@ -365,6 +370,12 @@ def main(argv: list[str] | None = None) -> None:
     # the budget of the submission as a whole; a kernel that cannot join it does not start
     # (the gradebook would otherwise claim a budget that was not there)
     join_cgroup(cfg, f"kernel-{zlib.crc32(connection.encode()):08x}-{os.getpid()}")
+    # trusted verdicts: the grader prepared <the notebook's folder>/check (the kernel starts
+    # there); the kernel gets that folder and no seed
+    check = os.path.join(os.getcwd(), CHECK_FOLDER) if cfg.get("trusted") else None
+    if check is not None and not os.path.isdir(check):
+        check = None
+    check_fd = os.open(check, os.O_RDONLY | os.O_DIRECTORY) if check and isolate else None
     if isolate:
         _cover(list(COVERED), list(cfg.get("hide", [])))
         home = Path("/tmp/kernel")
@@ -376,6 +387,11 @@ def main(argv: list[str] | None = None) -> None:
             os.makedirs(scratch, mode=0o700, exist_ok=True)
         home = Path(tempfile.mkdtemp(prefix="kernel-", dir=scratch))
     home.mkdir(parents=True, exist_ok=True)
+    if check_fd is not None:  # the grader's folder is hidden; bind the check folder back
+        check = str(home / CHECK_FOLDER)
+        os.makedirs(check, exist_ok=True)
+        _mount(f"/proc/self/fd/{check_fd}", check, None, _MS_BIND, None)
+        os.close(check_fd)
     conn_copy = home / "connection.json"
     conn_copy.write_text(conn_text)
     os.chmod(conn_copy, 0o600)
@@ -383,6 +399,9 @@ def main(argv: list[str] | None = None) -> None:
     if switch:
         for p in (home, conn_copy):
             os.chown(p, uid, uid)
+        if check is not None:  # the kernel reads inputs/ (the grader's) and writes outputs/
+            os.makedirs(os.path.join(check, "outputs"), exist_ok=True)
+            os.chown(os.path.join(check, "outputs"), uid, uid)
         os.chmod(home, 0o700)
     env = {
         "PATH": os.path.dirname(sys.executable) + ":/usr/local/bin:/usr/bin:/bin",
@@ -396,8 +415,11 @@ def main(argv: list[str] | None = None) -> None:
         "OPENBLAS_NUM_THREADS": "1",
         "OMP_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
-        "BACKPROP_LAB_SEED": str(cfg["seed"]),
     }
+    if check is not None:
+        env[CHECK_DIR_ENV] = check
+    elif cfg.get("seed") is not None:  # legacy check cells: the oracle runs in the kernel
+        env[LEGACY_SEED_ENV] = str(cfg["seed"])
     for key in ("OPENBLAS_CORETYPE", "VIRTUAL_ENV"):
         if key in os.environ:
             env[key] = os.environ[key]

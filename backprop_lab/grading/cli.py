@@ -15,8 +15,9 @@ def register(subparsers) -> None:
     rel = subparsers.add_parser(
         "release",
         help="write the student edition of instructor notebooks",
-        description="Replace solutions by a placeholder raise and clear outputs (check cells "
-        "keep theirs). SRC and OUT may be a notebook or a directory.",
+        description="Replace solutions by a placeholder raise, drop the solution directives "
+        "and clear every output (check cells too: a stored check printout would show what a "
+        "right answer prints). SRC and OUT may be a notebook or a directory.",
     )
     rel.add_argument("src", metavar="SRC")
     rel.add_argument("out", metavar="OUT")

@@ -681,3 +681,39 @@ def test_a_damaged_earlier_result_is_reported_before_grading(tmp_path):
     assert "ann.json is not a grading result" in proc.stderr and "delete it" in proc.stderr
     assert not (out / "results" / "ben.json").exists()  # nothing was graded
     assert time.monotonic() - t0 < 60
+
+
+def reads_the_checkout(root: Path):
+    """Right answers only if nothing of the instructor's checkout but the package is visible:
+    its .git (solutions in every commit), its notebooks, its README."""
+    probes = [str(root / ".git" / "HEAD"), str(root / "notebooks"), str(root / "README.md")]
+    src = (
+        "import os\n"
+        f"_seen = [p for p in {probes!r} if os.path.exists(p)]\n"
+        "def sigmoid_backward(upstream, x):\n"
+        "    s = 1.0 / (1.0 + np.exp(-x))\n"
+        "    return (-1.0 if _seen else 1.0) * upstream * s * (1.0 - s)\n"
+    )
+    return lambda: _answer(_nb(), "ex-1-1-answer", src)
+
+
+def test_the_instructors_checkout_is_covered_but_the_package(tmp_path):
+    """The sandbox covered only the source folder, the submissions and the output: the rest
+    of the checkout (.git with every solution, a built book) stayed readable. Now the whole
+    checkout is covered and only the package and the Python environment are bound back (the
+    kernel still imports backprop_lab: exercise 1.2 passes)."""
+    from backprop_lab.grading import sandbox
+
+    probe = sandbox.probe()
+    if not (probe["pidns"] and probe["mountns"]):
+        pytest.skip(f"no PID and mount namespaces here: {probe['notes']}")
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        pytest.skip(f"{root} is not a git checkout")
+    subs = _write_class(tmp_path / "subs", {"snoop": reads_the_checkout(root)})
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        _grade_cmd(subs, out, "--no-progress"), capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _points(_rows(out)) == {"snoop": (1, 3)}, _rows(out)

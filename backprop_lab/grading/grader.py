@@ -195,6 +195,9 @@ class Grader:
             "cgroup": self.cgroup,
             "cpus": self.opts.cpus,
             "hide": (self._hide_list(submissions) + self._oracle_dir()) if isolate else [],
+            # the instructor's repositories, covered whole (the package and the Python
+            # environment are bound back): .git, built books and other copies of solutions
+            "cover": self._checkouts() if isolate else [],
             "isolate": isolate,
             "switch_uid": bool(self.probe["uid"]),
             "scratch": str(self.private / "scratch"),  # kernel homes when not isolated
@@ -218,6 +221,23 @@ class Grader:
         self.env.pop(SECRET_ENV, None)
         budget = [self.cgroup_note] if self.cgroup_note else []
         self.isolation = sandbox.isolation_label(self.probe, self.hide_notes + budget)
+
+    def _checkouts(self) -> list[str]:
+        """The git checkouts holding the source notebooks, the backprop_lab package or the
+        grader's working folder. Hiding only the source folder would leave the solutions in
+        ``.git``, in a built book (``_build/``) and in any other copy of the checkout; the
+        kernel sees none of it, only what it needs of it (the package, a venv inside it)."""
+        import backprop_lab
+
+        found = []
+        for start in (self.opts.source, os.path.dirname(backprop_lab.__file__), os.getcwd()):
+            p = Path(os.path.realpath(start))
+            for d in (p, *p.parents):
+                if d != Path("/") and (d / ".git").exists():
+                    if str(d) not in found:
+                        found.append(str(d))
+                    break
+        return found
 
     def _oracle_dir(self) -> list[str]:
         """With trusted verdicts the oracle's package is hidden from the kernel too."""

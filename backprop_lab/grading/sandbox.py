@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> None:
         check = None
     check_fd = os.open(check, os.O_RDONLY | os.O_DIRECTORY) if check and isolate else None
     if isolate:
-        _cover(list(COVERED), list(cfg.get("hide", [])))
+        _cover([*COVERED, *cfg.get("cover", [])], list(cfg.get("hide", [])))
         home = Path("/tmp/kernel")
     else:
         import tempfile

@@ -316,25 +316,21 @@ class Grader:
                 "--timeout",
                 str(max(60.0, 6 * self.opts.cell_timeout)),
             ]
-            proc = self.procs.start(
+            rc, _out, err, timed_out = self.procs.run(
                 cmd,
+                600,
                 env=self.env,
                 cwd=work,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
             )
-            try:
-                _out, err = proc.communicate(timeout=600)
-            except subprocess.TimeoutExpired:
-                self.procs.kill(proc)
+            if timed_out:
                 src.error = "the instructor notebook timed out under the secret seed"
                 return
-            finally:
-                self.procs.forget(proc)
             if self.stop.is_set():
                 return
-            if proc.returncode != 0 or not target.exists():
+            if rc != 0 or not target.exists():
                 tail = clean(err).strip().splitlines()[-5:]
                 src.error = "the instructor notebook fails under the secret seed: " + " | ".join(
                     tail

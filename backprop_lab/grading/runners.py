@@ -65,26 +65,18 @@ class Nbval:
                     return -9, read(log), True
         # no worker would serve: one pytest process for this submission
         cmd = [*self.prefix, sys.executable, "-m", "backprop_lab.grading.run_nbval", *args]
-        proc = self.procs.start(
+        rc, out, _, killed = self.procs.run(
             cmd,
+            limit,
             env=self.env,
             cwd=workdir,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
-        try:
-            out, _ = proc.communicate(timeout=limit)
-            killed = False
-        except subprocess.TimeoutExpired:
-            self.procs.kill(proc)
-            out, _ = proc.communicate()
-            killed = True
-        finally:
-            self.procs.forget(proc)
         if self.stop.is_set():
             raise Interrupted
-        return proc.returncode, out, killed
+        return rc, out, killed
 
 
 def read(path: Path) -> str:
@@ -221,6 +213,22 @@ class Procs:
     def forget(self, proc) -> None:
         with self.lock:
             self.live.discard(proc)
+
+    def run(self, cmd, timeout: float, **kwargs) -> tuple[int, str | None, str | None, bool]:
+        """Start ``cmd`` (see :meth:`start`), wait at most ``timeout`` seconds, kill it and
+        everything it started when it runs over. Returns (return code, stdout, stderr,
+        timed out)."""
+        proc = self.start(cmd, **kwargs)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            self.kill(proc)
+            out, err = proc.communicate()
+            timed_out = True
+        finally:
+            self.forget(proc)
+        return proc.returncode, out, err, timed_out
 
     @staticmethod
     def kill(proc) -> None:

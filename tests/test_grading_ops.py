@@ -2,7 +2,7 @@
 ``--out``, stale work folders, Ctrl-C, the progress bar, and usage errors.
 
 The fixture chapter is ``tests/fixtures/grading/chapter.ipynb`` (exercise 1.1: 1 point,
-exercise 1.2: 1 + 2 points); the submissions are built as in ``test_grading.py``.
+exercise 1.2: 1 + 2 points); the submissions are built with ``test_grading.py``'s helpers.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from test_grading import _answer, _nb, honest, released, wrong_sign
 
 from backprop_lab.grading import report
 
@@ -29,35 +30,6 @@ GRADE = [sys.executable, "-m", "backprop_lab.grading.cli", "grade"]
 MERGE = [sys.executable, "-m", "backprop_lab.grading.cli", "grade-merge"]
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX grading sandbox")
-
-
-def _nb():
-    return nbformat.read(CHAPTER, as_version=4)
-
-
-def _answer(nb, cell_id, source):
-    next(c for c in nb.cells if c.get("id") == cell_id).source = source
-    return nb
-
-
-def honest():
-    return _nb()
-
-
-def wrong_sign():
-    return _answer(
-        _nb(),
-        "ex-1-1-answer",
-        "def sigmoid_backward(upstream, x):\n"
-        "    s = 1.0 / (1.0 + np.exp(-x))\n"
-        "    return -upstream * s * (1.0 - s)\n",
-    )
-
-
-def released():
-    from backprop_lab.grading.release import release_notebook
-
-    return release_notebook(_nb())
 
 
 def slow():
